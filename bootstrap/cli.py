@@ -1,0 +1,154 @@
+"""``python -m bootstrap``: parse argv, call the library, map errors to exit codes.
+
+This is the one place that prints errors and exits. The library raises BootstrapError; here it
+becomes one line (plus a hint), and the traceback goes to the debug log (or the console with
+--verbose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from bootstrap.errors import BootstrapError, ExitCode
+
+if TYPE_CHECKING:  # imported lazily below so that --help starts fast
+    from bootstrap.plan import Plan
+    from bootstrap.supervise import Outcome
+    from bootstrap.ui import ConsoleReporter
+
+log = logging.getLogger("bootstrap")
+
+EPILOG = """\
+exit codes: 0 finished · 2 recipe or usage error · 3 a setup step failed ·
+4 training failed after its restarts · 5 stopped at the time limit (resumable) ·
+130 interrupted (resumable). Re-running the same command continues a stopped run.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bootstrap",
+        description="Take a training repo from a YAML recipe to a supervised, resumable run.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("recipe", type=Path, help="the recipe file (YAML)")
+    parser.add_argument("--profile", metavar="NAME", help="apply the recipe's profile NAME")
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="apply the 'smoke' profile and run CPU-only, without Drive (for CI)",
+    )
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set run.restarts=5 (VALUE is read as YAML)",
+    )
+    parser.add_argument("--persist", metavar="PATH", help="storage that survives the VM")
+    parser.add_argument("--scratch", metavar="PATH", help="fast local storage")
+    parser.add_argument("--fresh", action="store_true",
+                        help="train again from scratch (earlier checkpoints are set aside)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved plan and change nothing")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    noise.add_argument("-v", "--verbose", action="store_true",
+                       help="debug messages and tracebacks on the console")
+    return parser
+
+
+def _setup_console_logging(reporter: ConsoleReporter, verbose: bool, quiet: bool) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(
+        console=reporter.console, show_time=False, show_path=verbose, markup=False,
+        rich_tracebacks=False, show_level=True,
+    )
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    root = logging.getLogger("bootstrap")
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    root.propagate = False
+
+
+def _add_debug_log(run_dir: Path) -> Path | None:
+    path = run_dir / "logs" / f"bootstrap-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("bootstrap").addHandler(handler)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from bootstrap.runner import Options, describe_plan, execute, make_plan
+    from bootstrap.ui import ConsoleReporter
+
+    reporter = ConsoleReporter(quiet=args.quiet)
+    _setup_console_logging(reporter, args.verbose, args.quiet)
+    options = Options(
+        recipe=args.recipe, profile=args.profile, smoke=args.smoke, sets=tuple(args.sets),
+        persist=args.persist, scratch=args.scratch, fresh=args.fresh,
+    )
+    debug_log: Path | None = None
+    try:
+        plan = make_plan(options)
+        if args.dry_run:
+            sys.stdout.write("\n".join(describe_plan(plan, options)) + "\n")
+            return ExitCode.FINISHED
+        debug_log = _add_debug_log(plan.run_dir)
+        if not args.quiet:
+            reporter.message(
+                f"{plan.name}: persist {plan.persist} · scratch {plan.scratch} · "
+                f"{plan.host.describe()}",
+                style="dim",
+            )
+        outcome = execute(plan, options, reporter)
+    except BootstrapError as exc:
+        log.debug("error", exc_info=True)
+        _print_error(reporter, exc, args.verbose, debug_log)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        reporter.message("interrupted before the training started; re-run the same command "
+                         "to continue", style="yellow")
+        return int(ExitCode.INTERRUPTED)
+    _print_summary(reporter, plan, outcome)
+    return int(outcome.exit_code)
+
+
+def _print_error(
+    reporter: ConsoleReporter, exc: BootstrapError, verbose: bool, debug_log: Path | None
+) -> None:
+    reporter.message(f"error: {exc.message}", style="bold red")
+    if exc.details:
+        reporter.message(exc.details.rstrip())
+    if exc.hint:
+        reporter.message(f"fix: {exc.hint}", style="yellow")
+    if verbose:
+        import traceback
+
+        reporter.message("".join(traceback.format_exception(exc)))
+    elif debug_log is not None:
+        reporter.message(f"details: {debug_log}", style="dim")
+
+
+def _print_summary(reporter: ConsoleReporter, plan: Plan, outcome: Outcome) -> None:
+    style = {0: "bold green", 5: "bold yellow", 130: "bold yellow"}.get(outcome.exit_code, "bold red")
+    reporter.message(f"{plan.name}: {outcome.message}", style=style)
+    if outcome.resumed_from is not None:
+        reporter.message(f"  resumed from  {outcome.resumed_from}")
+    if outcome.last_checkpoint is not None:
+        reporter.message(f"  checkpoint    {outcome.last_checkpoint}")
+    reporter.message(f"  mirrored to   {plan.mirror_dir}")
+    reporter.message(f"  logs          {plan.logs_dir}")

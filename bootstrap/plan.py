@@ -1,0 +1,220 @@
+"""Resolve a validated recipe and the host into a Plan: one object that knows every path.
+
+Every later step reads the Plan and nothing else, so ``--dry-run`` can show exactly what a run
+would do, and no step reaches into another's internals.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bootstrap.errors import HostError, Problem, RecipeError
+from bootstrap.host import DRIVE_MOUNT_CELL, Host
+from bootstrap.placeholders import expand
+from bootstrap.recipe import Recipe
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
+
+
+@dataclass(frozen=True)
+class DataStep:
+    index: int
+    source: str  # a local path (absolute) or an http(s) URL
+    dest: Path
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    host: Host
+    smoke: bool
+    persist: Path
+    scratch: Path
+    persist_origin: str  # where the persist root came from: "--persist", "BOOTSTRAP_PERSIST", ...
+    scratch_origin: str
+    run_dir: Path  # {run}: logs, state, the checkpoint mirror
+    clone_dir: Path  # the root of the clone
+    work_dir: Path  # {repo}: the clone with repo.path applied
+    repo_url: str  # a URL, or an absolute local path
+    checkpoints: Path  # run.checkpoints resolved
+    data: tuple[DataStep, ...]
+    args: tuple[str, ...]
+    resume_args: tuple[str, ...] | None  # still holding "{checkpoint}"
+    kwargs: dict[str, Any]
+    env: dict[str, str]
+    deadline: float | None  # epoch seconds at which to stop, from run.time_limit
+    values: dict[str, str] = field(default_factory=dict)  # the placeholder values
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def state_dir(self) -> Path:
+        """Markers for work that dies with the VM (installed packages, staged data)."""
+        return self.scratch / ".bootstrap" / self.recipe.name
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def mirror_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+    def resume_for(self, checkpoint: Path) -> list[str]:
+        """run.resume with {checkpoint} replaced by the newest matching file."""
+        values = {**self.values, "checkpoint": str(checkpoint)}
+        return [expand(a, values, {}) for a in (self.resume_args or ())]
+
+
+def default_local_root(kind: str, environ: Mapping[str, str]) -> Path:
+    """Off Colab, persist lives in the user's data folder and scratch in the cache folder."""
+    home = Path(environ.get("HOME") or Path.home())
+    if kind == "persist":
+        base = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    else:
+        base = Path(environ.get("XDG_CACHE_HOME") or home / ".cache")
+    return base / "colab-bootstrap"
+
+
+def resolve_plan(
+    recipe: Recipe,
+    host: Host,
+    *,
+    persist: str | None = None,
+    scratch: str | None = None,
+    smoke: bool = False,
+    environ: Mapping[str, str] | None = None,
+    now: float | None = None,
+) -> Plan:
+    env = dict(os.environ if environ is None else environ)
+    base = recipe.base_dir
+    persist_root, persist_origin = _storage_root(
+        "persist", persist, env, recipe.storage.persist, host, smoke, base
+    )
+    scratch_root, scratch_origin = _storage_root(
+        "scratch", scratch, env, recipe.storage.scratch, host, smoke, base
+    )
+    name = recipe.name
+    values = {
+        "persist": str(persist_root),
+        "scratch": str(scratch_root),
+        "name": name,
+        "run": str(persist_root / "runs" / name),
+        "ckpt": str(scratch_root / "checkpoints" / name),
+    }
+    repo = recipe.repo
+    clone_parent = persist_root if repo.into == "persist" else scratch_root
+    clone_dir = clone_parent / "repos" / name
+    work_dir = clone_dir / _expand(repo.path, values, env, "repo.path") if repo.path else clone_dir
+    values["repo"] = str(work_dir)
+
+    repo_url = _expand(repo.url, values, env, "repo.url")
+    if not _URL.match(repo_url):
+        repo_url = str(_path(repo_url, base))
+
+    data = tuple(
+        DataStep(
+            index=i,
+            source=_source(_expand(item.source, values, env, f"data[{i}].source"), base),
+            dest=_path(_expand(item.to, values, env, f"data[{i}].to"), base),
+            sha256=item.sha256,
+        )
+        for i, item in enumerate(recipe.data)
+    )
+    run = recipe.run
+    time_zero = host.boot_time if host.on_colab else (time.time() if now is None else now)
+    return Plan(
+        recipe=recipe,
+        host=host,
+        smoke=smoke,
+        persist=persist_root,
+        scratch=scratch_root,
+        persist_origin=persist_origin,
+        scratch_origin=scratch_origin,
+        run_dir=Path(values["run"]),
+        clone_dir=clone_dir,
+        work_dir=work_dir,
+        repo_url=repo_url,
+        checkpoints=_path(_expand(run.checkpoints, values, env, "run.checkpoints"), base),
+        data=data,
+        args=tuple(_expand(a, values, env, "run.args") for a in run.args),
+        resume_args=tuple(run.resume) if run.resume is not None else None,
+        kwargs=_expand_tree(dict(run.kwargs), values, env, "run.kwargs"),
+        env={k: _expand(v, values, env, f"run.env.{k}") for k, v in run.env.items()},
+        deadline=time_zero + run.time_limit if run.time_limit is not None else None,
+        values=values,
+    )
+
+
+def _storage_root(
+    kind: str,
+    cli_value: str | None,
+    env: Mapping[str, str],
+    recipe_value: str,
+    host: Host,
+    smoke: bool,
+    base: Path,
+) -> tuple[Path, str]:
+    env_name = f"BOOTSTRAP_{kind.upper()}"
+    for value, origin in (
+        (cli_value, f"--{kind}"),
+        (env.get(env_name), env_name),
+        (recipe_value, f"storage.{kind}"),
+    ):
+        if value and value != "auto":
+            return _path(_expand(value, {}, env, f"storage.{kind}"), base), origin
+    # auto
+    if host.on_colab and not smoke:
+        if kind == "scratch":
+            return host.content_dir, "auto (Colab local disk)"
+        if not host.drive_mounted:
+            raise HostError(
+                f"storage.persist is auto on Colab, but Google Drive is not mounted at "
+                f"{host.drive_root}",
+                hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first, "
+                f"or pass --persist PATH to keep the run state elsewhere",
+            )
+        return host.drive_root / "colab-bootstrap", "auto (Google Drive)"
+    return default_local_root(kind, env), "auto (local folder)"
+
+
+def _expand(text: str, values: Mapping[str, str], env: Mapping[str, str], key: str) -> str:
+    try:
+        return expand(text, values, env)
+    except (KeyError, ValueError) as exc:
+        reason = exc.args[0] if exc.args else str(exc)
+        raise RecipeError([Problem("recipe", None, key, str(reason))]) from None
+
+
+def _expand_tree(value: Any, values: Mapping[str, str], env: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, str):
+        return _expand(value, values, env, key)
+    if isinstance(value, dict):
+        return {k: _expand_tree(v, values, env, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_tree(v, values, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _path(text: str, base: Path) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _source(text: str, base: Path) -> str:
+    if text.startswith(("http://", "https://")):
+        return text
+    return str(_path(text, base))

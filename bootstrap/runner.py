@@ -1,0 +1,241 @@
+"""Run a recipe end to end: the library function behind ``python -m bootstrap``.
+
+    load + validate ─▶ host ─▶ plan ─▶ repo ─▶ install ─▶ data ─▶ restore ─▶ supervise
+
+Each setup step is idempotent and skips itself when what it depends on is unchanged, so
+re-running after a disconnect redoes only what a fresh VM lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootstrap.data import stage_data
+from bootstrap.deps import install_requirements
+from bootstrap.errors import ExitCode, HostError, RepoError, UsageError
+from bootstrap.fsutil import Marker
+from bootstrap.host import Host, detect_host
+from bootstrap.mirror import find_checkpoints, newest_checkpoint, restore_checkpoints
+from bootstrap.plan import Plan, resolve_plan
+from bootstrap.recipe import load_recipe
+from bootstrap.report import Reporter, SilentReporter
+from bootstrap.repo import describe_url, sync_repo
+from bootstrap.runstate import FINISHED, RunState
+from bootstrap.supervise import Outcome, Supervisor
+
+log = logging.getLogger(__name__)
+
+# Scanning the checkpoint folder is a few stat calls; persist is written only on change.
+DEFAULT_MIRROR_INTERVAL = 2.0
+COLAB_GPU_FIX = "in Colab: Runtime > Change runtime type > choose a GPU, then run the cell again"
+
+
+@dataclass(frozen=True)
+class Options:
+    recipe: Path
+    profile: str | None = None
+    smoke: bool = False
+    sets: tuple[str, ...] = ()
+    persist: str | None = None
+    scratch: str | None = None
+    fresh: bool = False
+    python: str = sys.executable
+
+
+def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Plan:
+    """Load and validate the recipe, look at the host, resolve every path. No side effects."""
+    env = dict(os.environ if environ is None else environ)
+    recipe = load_recipe(
+        options.recipe,
+        profile=options.profile,
+        smoke=options.smoke,
+        overrides=options.sets,
+        environ=env,
+    )
+    host = detect_host(env)
+    plan = resolve_plan(
+        recipe, host, persist=options.persist, scratch=options.scratch, smoke=options.smoke,
+        environ=env,
+    )
+    check_gpu(plan)
+    return plan
+
+
+def check_gpu(plan: Plan) -> None:
+    host: Host = plan.host
+    if plan.recipe.gpu == "required" and not host.has_gpu and not plan.smoke:
+        hint = COLAB_GPU_FIX if host.on_colab else "run it on a machine with an NVIDIA GPU, or set gpu: optional"
+        raise HostError("gpu: required, but this runtime has no GPU", hint=hint)
+
+
+def execute(
+    plan: Plan,
+    options: Options,
+    reporter: Reporter | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Do the setup steps and supervise the training. Raises BootstrapError on failure."""
+    ui = reporter or SilentReporter()
+    env = dict(os.environ if environ is None else environ)
+    state = RunState.load(plan.state_file, plan.name)
+    if state.status == FINISHED and not options.fresh:
+        last = newest_checkpoint(plan.mirror_dir, plan.recipe.run.match)
+        return Outcome(
+            FINISHED,
+            ExitCode.FINISHED,
+            0,
+            None,
+            last,
+            f"this run already finished (see {plan.run_dir}); pass --fresh to train again",
+        )
+    if options.fresh:
+        start_fresh(plan)
+        state = RunState(name=plan.name)
+    setup(plan, state, options, ui, env)
+    supervisor = Supervisor(
+        plan, state, output=ui.output, python=options.python, environ=env,
+        mirror_interval=_mirror_interval(env),
+    )
+    with ui.step("train") as step:
+        outcome = supervisor.run()
+        step.note(outcome.message)
+    return outcome
+
+
+def setup(
+    plan: Plan, state: RunState, options: Options, ui: Reporter, env: Mapping[str, str]
+) -> None:
+    recipe = plan.recipe
+    for folder in (plan.run_dir, plan.scratch, plan.state_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    with ui.step("repo") as step:
+        token = _token(plan, env)
+        result = sync_repo(
+            plan.repo_url,
+            plan.clone_dir,
+            ref=recipe.repo.ref,
+            token=token,
+            submodules=recipe.repo.submodules,
+            base_dir=recipe.base_dir,
+            progress=ui.progress,
+        )
+        if not plan.work_dir.is_dir():
+            raise RepoError(
+                f"repo.path {recipe.repo.path!r} is not a folder in {describe_url(plan.repo_url)}",
+                hint="fix repo.path in the recipe",
+            )
+        note = f"{result.action} {describe_url(plan.repo_url)} at {result.commit[:10]}"
+        (step.skip if result.action == "unchanged" else step.note)(note)
+        state.commit = result.commit
+        state.save(plan.state_file)
+
+    with ui.step("install") as step:
+        inst = recipe.install
+        installed = install_requirements(
+            plan.clone_dir,
+            requirements=inst.requirements,
+            packages=inst.packages,
+            keep=inst.keep,
+            pip_args=inst.pip_args,
+            python=Path(options.python),
+            state_dir=plan.state_dir,
+            log_path=plan.logs_dir / "install.log",
+            progress=ui.progress,
+        )
+        held = ", ".join(f"{name} {version}" for name, version, _ in installed.held)
+        if installed.skipped:
+            step.skip("requirements unchanged")
+        elif not installed.requirement_files and not inst.packages:
+            step.skip("nothing to install")
+        else:
+            step.note(f"with {installed.installer}" + (f"; held {held}" if held else ""))
+
+    for item in plan.data:
+        with ui.step(f"data[{item.index}]") as step:
+            staged = stage_data(
+                item.source, item.dest, sha256=item.sha256, state_dir=plan.state_dir,
+                progress=ui.progress,
+            )
+            if staged.skipped:
+                step.skip(f"already staged in {item.dest}")
+            else:
+                step.note(f"{staged.files} files into {item.dest}")
+
+    with ui.step("checkpoints") as step:
+        restored = restore_checkpoints(plan.mirror_dir, plan.checkpoints, recipe.run.match)
+        if restored:
+            step.note(f"restored {len(restored)} file(s) from {plan.mirror_dir}")
+        else:
+            step.skip("nothing to restore")
+
+
+def start_fresh(plan: Plan) -> None:
+    """--fresh: set earlier checkpoints aside (never delete them) and forget the run state."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    archive = plan.run_dir / "previous" / stamp
+    match = plan.recipe.run.match
+    for root, label in ((plan.mirror_dir, "mirrored"), (plan.checkpoints, "scratch")):
+        for path in find_checkpoints(root, match):
+            target = archive / label / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), target)
+    if plan.state_file.exists():
+        archive.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(plan.state_file), archive / "state.json")
+    log.info("--fresh: earlier checkpoints and state moved to %s", archive)
+
+
+def _mirror_interval(env: Mapping[str, str]) -> float:
+    """Seconds between mirror scans; BOOTSTRAP_MIRROR_INTERVAL overrides the default."""
+    raw = env.get("BOOTSTRAP_MIRROR_INTERVAL", "")
+    try:
+        value = float(raw) if raw else DEFAULT_MIRROR_INTERVAL
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UsageError(
+            f"BOOTSTRAP_MIRROR_INTERVAL={raw!r} is not a positive number of seconds",
+            hint="unset it or give e.g. BOOTSTRAP_MIRROR_INTERVAL=2",
+        )
+    return value
+
+
+def _token(plan: Plan, env: Mapping[str, str]) -> str | None:
+    name = plan.recipe.repo.token_env
+    if not name:
+        return None
+    token = env.get(name, "")
+    if not token:
+        raise RepoError(
+            f"repo.token_env names {name}, but that environment variable is empty",
+            hint=f"set {name} before running (on Colab: "
+            f"import os; from google.colab import userdata; "
+            f"os.environ['{name}'] = userdata.get('{name}') in a cell)",
+        )
+    return token
+
+
+def run_recipe(
+    options: Options, reporter: Reporter | None = None, environ: Mapping[str, str] | None = None
+) -> Outcome:
+    """Everything ``python -m bootstrap RECIPE`` does, from Python."""
+    plan = make_plan(options, environ)
+    return execute(plan, options, reporter, environ)
+
+
+def describe_plan(plan: Plan, options: Options) -> list[str]:
+    """The --dry-run text: every path, and what a run would skip. Reads, never writes."""
+    from bootstrap.dryrun import describe
+
+    return describe(plan, options)
+
+
+__all__: Sequence[str] = ["Options", "make_plan", "execute", "run_recipe", "describe_plan"]

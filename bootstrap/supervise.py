@@ -1,0 +1,271 @@
+"""Supervise the training: attempts, restarts, the time budget and the user's Stop.
+
+Signals are turned into plain requests here: the first SIGINT or SIGTERM (Colab's Stop button)
+asks the training to stop and waits ``run.stop_grace`` for it; a second one stops it at once
+(Colab sends SIGKILL 0.5 s after its second press, so there is no time to be polite). Either way
+the checkpoints are mirrored before the supervisor returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from bootstrap.durations import format_duration
+from bootstrap.errors import ExitCode
+from bootstrap.launch import OutputSink, TrainingProcess, build_command, child_environment
+from bootstrap.mirror import CheckpointMirror, newest_checkpoint
+from bootstrap.plan import Plan
+from bootstrap.runstate import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    STOPPED,
+    AttemptRecord,
+    RunState,
+)
+
+log = logging.getLogger(__name__)
+
+# A restarted attempt that dies this soon, having written no checkpoint, is a crash loop.
+CRASH_LOOP_SECONDS = 60.0
+_POLL = 0.1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # one of the runstate statuses
+    exit_code: ExitCode
+    attempts: int
+    resumed_from: Path | None  # the checkpoint the first attempt of this run resumed from
+    last_checkpoint: Path | None
+    message: str
+
+
+class Supervisor:
+    def __init__(
+        self,
+        plan: Plan,
+        state: RunState,
+        *,
+        output: OutputSink,
+        python: str,
+        environ: dict[str, str] | None = None,
+        mirror_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.plan = plan
+        self.state = state
+        self.output = output
+        self.python = python
+        self.environ = dict(os.environ if environ is None else environ)
+        self.clock = clock
+        self.mirror = CheckpointMirror(
+            plan.checkpoints, plan.mirror_dir, plan.recipe.run.match, interval=mirror_interval
+        )
+        self._stop_reason: str | None = None
+        self._force = threading.Event()
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = INTERRUPTED) -> None:
+        """Ask for a clean stop; a second request stops the training at once."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        else:
+            self._force.set()
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def handler(signum: int, frame: object) -> None:
+            name = signal.Signals(signum).name
+            if self._stop_reason is None:
+                log.warning("%s received: asking the training to stop", name)
+            else:
+                log.warning("%s received again: stopping the training now", name)
+            self.request_stop(INTERRUPTED)
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        run = self.plan.recipe.run
+        restarts_left = run.restarts
+        first_resume: Path | None = None
+        attempts_here = 0
+        self.plan.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.mirror.start()
+        try:
+            with self._signals():
+                while True:
+                    if self._deadline_passed():
+                        self._stop_reason = self._stop_reason or STOPPED
+                    if self._stop_reason is not None:
+                        return self._stopped(attempts_here, first_resume)
+                    newest = newest_checkpoint(self.plan.checkpoints, run.match)
+                    resume: list[str] = []
+                    if newest is not None and self.plan.resume_args is not None:
+                        resume = self.plan.resume_for(newest)
+                    if attempts_here == 0:
+                        first_resume = newest if resume else None
+                    attempts_here += 1
+                    started = self.clock()
+                    code = self._attempt(resume, newest if resume else None)
+                    if self._stop_reason is not None:
+                        return self._stopped(attempts_here, first_resume)
+                    if code == 0:
+                        return self._finish(FINISHED, attempts_here, first_resume)
+                    after = newest_checkpoint(self.plan.checkpoints, run.match)
+                    progressed = _stamp(after) != _stamp(newest)
+                    quick = self.clock() - started < CRASH_LOOP_SECONDS
+                    how = _describe_exit(code)
+                    if restarts_left <= 0:
+                        return self._finish(
+                            FAILED,
+                            attempts_here,
+                            first_resume,
+                            f"the training {how} and no restarts are left "
+                            f"(run.restarts: {run.restarts})",
+                        )
+                    if attempts_here > 1 and quick and not progressed:
+                        return self._finish(
+                            FAILED,
+                            attempts_here,
+                            first_resume,
+                            f"the training {how} again within {int(CRASH_LOOP_SECONDS)} s "
+                            "without writing a checkpoint: a crash loop, so it is not relaunched",
+                        )
+                    restarts_left -= 1
+                    log.warning(
+                        "the training %s; restarting (restart %d of %d)%s",
+                        how,
+                        run.restarts - restarts_left,
+                        run.restarts,
+                        f", resuming from {after.name}" if after and self.plan.resume_args is not None else "",
+                    )
+        finally:
+            self.mirror.stop()
+
+    def _attempt(self, resume: list[str], resumed_from: Path | None) -> int:
+        number = len(self.state.attempts) + 1
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        log_path = self.plan.logs_dir / f"attempt-{number:03d}-{stamp}.log"
+        argv = build_command(self.plan, resume, self.python)
+        record = AttemptRecord(
+            number=number,
+            started=time.time(),
+            log=str(log_path),
+            resumed_from=str(resumed_from) if resumed_from else None,
+        )
+        self.state.attempts.append(record)
+        self.state.status = RUNNING
+        self.state.save(self.plan.state_file)
+        if resumed_from:
+            log.info("attempt %d: resuming from %s", number, resumed_from)
+        else:
+            log.info("attempt %d: starting", number)
+        log.debug("argv: %s", argv)
+        proc = TrainingProcess(
+            argv,
+            cwd=self.plan.work_dir,
+            env=child_environment(self.plan, self.environ),
+            log_path=log_path,
+            output=self.output,
+        )
+        try:
+            code = self._watch(proc)
+        finally:
+            proc.finish()
+        record.ended = time.time()
+        record.exit_code = code
+        self.state.save(self.plan.state_file)
+        return code
+
+    def _watch(self, proc: TrainingProcess) -> int:
+        while (code := proc.wait(_POLL)) is None:
+            if self._deadline_passed() and self._stop_reason is None:
+                log.warning("time limit reached: asking the training to stop")
+                self._stop_reason = STOPPED
+            if self._stop_reason is not None:
+                return self._stop(proc)
+        return code
+
+    def _stop(self, proc: TrainingProcess) -> int:
+        grace = self.plan.recipe.run.stop_grace
+        proc.signal(signal.SIGINT)
+        end = time.monotonic() + grace
+        while (code := proc.wait(_POLL)) is None:
+            if self._force.is_set() or time.monotonic() >= end:
+                if not self._force.is_set():
+                    log.warning("the training did not stop within %s; ending it", format_duration(grace))
+                proc.signal(signal.SIGKILL)
+                return proc.wait() or -signal.SIGKILL
+        return code
+
+    def _deadline_passed(self) -> bool:
+        return self.plan.deadline is not None and self.clock() >= self.plan.deadline
+
+    # -- endings ---------------------------------------------------------------------------
+
+    def _stopped(self, attempts: int, first_resume: Path | None) -> Outcome:
+        if self._stop_reason == STOPPED:
+            return self._finish(STOPPED, attempts, first_resume)
+        return self._finish(INTERRUPTED, attempts, first_resume)
+
+    def _finish(
+        self, status: str, attempts: int, first_resume: Path | None, reason: str = ""
+    ) -> Outcome:
+        self.mirror.stop()  # the final mirror pass, before the state says we are done
+        self.state.status = status
+        self.state.save(self.plan.state_file)
+        last = newest_checkpoint(self.plan.checkpoints, self.plan.recipe.run.match)
+        code, message = {
+            FINISHED: (ExitCode.FINISHED, "the training finished"),
+            STOPPED: (
+                ExitCode.TIME_LIMIT,
+                "stopped at the time limit; re-run the same command to continue",
+            ),
+            INTERRUPTED: (
+                ExitCode.INTERRUPTED,
+                "interrupted; re-run the same command to continue",
+            ),
+            FAILED: (ExitCode.TRAINING_FAILED, f"the training failed: {reason}"),
+        }[status]
+        return Outcome(status, code, attempts, first_resume, last, message)
+
+
+def _stamp(path: Path | None) -> tuple[str, int] | None:
+    if path is None:
+        return None
+    try:
+        return (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

@@ -1,0 +1,170 @@
+"""End to end: the real CLI on the demo's real torch training repo, on CPU, killed for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Sandbox, read_until, write_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def _epochs_started_at(output: str) -> int | None:
+    found = re.search(r"starting at epoch (\d+)", output)
+    return int(found.group(1)) if found else None
+
+
+def _state(sandbox: Sandbox, name: str = "demo") -> dict:
+    return json.loads((sandbox.persist / "runs" / name / "state.json").read_text())
+
+
+def _wait_for_mirror(sandbox: Sandbox, pattern: str, timeout: float = 30) -> list[Path]:
+    mirror = sandbox.persist / "runs" / "demo" / "checkpoints"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = sorted(mirror.glob(pattern))
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"nothing matching {pattern} mirrored to {mirror}")
+
+
+def test_demo_finishes_and_second_run_says_finished(sandbox: Sandbox, demo: Path) -> None:
+    first = sandbox.cli(demo, "--set", "run.args[5]=4")  # 4 epochs
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "epoch 3: loss" in first.stdout
+    assert "training finished" in first.stdout
+    assert "the training finished" in first.stderr
+    mirrored = sorted((sandbox.persist / "runs/demo/checkpoints").glob("*.pt"))
+    assert [p.name for p in mirrored] == [f"epoch-{i:03d}.pt" for i in range(4)]
+    assert _state(sandbox)["status"] == "finished"
+    logs = list((sandbox.persist / "runs/demo/logs").glob("attempt-*.log"))
+    assert len(logs) == 1 and "epoch 3: loss" in logs[0].read_text()
+
+    second = sandbox.cli(demo)
+    assert second.returncode == 0
+    assert "already finished" in second.stderr
+    assert "epoch" not in second.stdout
+
+    fresh = sandbox.cli(demo, "--fresh", "--set", "run.args[5]=1")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "epoch 0: loss" in fresh.stdout
+    assert list((sandbox.persist / "runs/demo/previous").rglob("epoch-003.pt"))
+
+
+def test_sigkill_new_vm_restores_from_persist_and_resumes(sandbox: Sandbox, demo: Path) -> None:
+    proc = sandbox.popen(demo, "--set", "run.args[5]=30")
+    try:
+        read_until(proc, "epoch 2: loss")
+        _wait_for_mirror(sandbox, "epoch-002.pt")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the tool and its children
+        proc.wait()
+    sandbox.wipe_scratch()  # a new VM: the clone, the data and the checkpoints are gone
+
+    again = sandbox.cli(demo, "--set", "run.args[5]=5")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "restored" in again.stderr
+    start = _epochs_started_at(again.stdout)
+    assert start is not None and start >= 3, again.stdout
+    assert "training finished" in again.stdout
+
+
+def test_crash_is_restarted_with_resume(sandbox: Sandbox, demo: Path) -> None:
+    result = sandbox.cli(demo, "--set", "run.args[5]=4", env={"DEMO_CRASH_AT_EPOCH": "2"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "simulated crash at epoch 2" in result.stdout
+    assert "restarting (restart 1 of 2)" in result.stderr
+    assert _epochs_started_at(result.stdout) == 2
+    attempts = _state(sandbox)["attempts"]
+    assert [a["exit_code"] for a in attempts] == [1, 0]
+    assert attempts[1]["resumed_from"].endswith("epoch-001.pt")
+
+
+def test_crash_loop_stops_relaunching(sandbox: Sandbox, tmp_path: Path) -> None:
+    repo = tmp_path / "crasher"
+    repo.mkdir()
+    (repo / "train.py").write_text("raise SystemExit('broken config')\n")
+    recipe = write_recipe(
+        tmp_path / "crash.yaml",
+        "name: crash\nrepo: {url: crasher}\ninstall: {requirements: []}\n"
+        "run: {script: train.py, restarts: 5}\n",
+    )
+    result = sandbox.cli(recipe)
+    assert result.returncode == 4, result.stderr
+    assert "crash loop" in result.stderr
+    assert len(_state(sandbox, "crash")["attempts"]) == 2
+
+
+def test_sigint_stops_cleanly_and_rerun_continues(sandbox: Sandbox, demo: Path) -> None:
+    proc = sandbox.popen(demo, "--set", "run.args[5]=30")
+    try:
+        read_until(proc, "epoch 1: loss")
+        proc.send_signal(signal.SIGINT)  # Colab's Stop button: SIGINT to the tool only
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out
+    assert "re-run the same command to continue" in out
+    assert _state(sandbox)["status"] == "interrupted"
+    assert list((sandbox.persist / "runs/demo/checkpoints").glob("epoch-001.pt"))
+
+    again = sandbox.cli(demo, "--set", "run.args[5]=4")
+    assert again.returncode == 0, again.stderr
+    start = _epochs_started_at(again.stdout)
+    assert start is not None and start >= 2
+
+
+def test_keep_holds_installed_torch(sandbox: Sandbox, tmp_path: Path) -> None:
+    import torch
+
+    repo = tmp_path / "pinned"
+    repo.mkdir()
+    (repo / "requirements.txt").write_text("torch==1.13.1\n")
+    (repo / "train.py").write_text("import torch; print('torch', torch.__version__)\n")
+    recipe = write_recipe(
+        tmp_path / "pinned.yaml",
+        "name: pinned\nrepo: {url: pinned}\n"
+        "install: {requirements: auto, pip_args: ['--no-index']}\n"
+        "run: {script: train.py}\n",
+    )
+    result = sandbox.cli(recipe)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"torch {torch.__version__}" in result.stdout
+    assert "held torch" in result.stderr
+
+
+def test_parent_never_imports_torch(sandbox: Sandbox, demo: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from bootstrap.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules, 'the parent imported torch'\n"
+        "print('PARENT-CLEAN', code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(demo), "--set", "run.args[5]=1"],
+        env=sandbox.env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert "PARENT-CLEAN 0" in result.stdout, result.stdout + result.stderr
+    assert "epoch 0: loss" in result.stdout  # the child did import torch and train
+
+
+def test_dry_run_has_no_side_effects(sandbox: Sandbox, demo: Path) -> None:
+    before = sorted(sandbox.root.rglob("*"))
+    result = sandbox.cli(demo, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would clone" in result.stdout or "clone" in result.stdout
+    assert str(sandbox.persist / "runs" / "demo") in result.stdout
+    assert "train.py" in result.stdout
+    assert sorted(sandbox.root.rglob("*")) == before

@@ -1,0 +1,120 @@
+"""The supervisor with tiny scripts (no torch): time limit, stop_grace, signals, log files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from bootstrap.launch import LogWriter
+from tests.conftest import Sandbox, read_until, write_recipe
+
+STUBBORN = """\
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # a training that ignores Ctrl-C
+print("started", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+FOREVER = """\
+import time
+print("started", flush=True)
+i = 0
+while True:
+    i += 1
+    time.sleep(0.05)
+"""
+
+
+def _recipe(tmp_path: Path, script: str, run_extra: str = "") -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    (repo / "train.py").write_text(script)
+    return write_recipe(
+        tmp_path / "r.yaml",
+        "name: sup\nrepo: {url: repo}\ninstall: {requirements: []}\n"
+        f"run: {{script: train.py{run_extra}}}\n",
+    )
+
+
+def test_time_limit_stops_with_exit_5(sandbox: Sandbox, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, FOREVER, ", time_limit: 2s, stop_grace: 5s")
+    started = time.monotonic()
+    result = sandbox.cli(recipe)
+    assert result.returncode == 5, result.stderr
+    assert "time limit" in result.stderr
+    assert time.monotonic() - started < 30
+    state = json.loads((sandbox.persist / "runs/sup/state.json").read_text())
+    assert state["status"] == "stopped at time limit"
+
+
+def test_time_limit_counts_from_vm_boot_on_colab(sandbox: Sandbox, tmp_path: Path) -> None:
+    # On Colab the budget starts when the VM booted: one booted an hour ago with a 30 min
+    # limit stops before launching anything.
+    content = tmp_path / "content"
+    (content / "drive" / "MyDrive").mkdir(parents=True)
+    recipe = _recipe(tmp_path, FOREVER, ", time_limit: 30m")
+    result = sandbox.cli(
+        recipe,
+        env={
+            "BOOTSTRAP_COLAB": "1",
+            "BOOTSTRAP_CONTENT_DIR": str(content),
+            "BOOTSTRAP_BOOT_TIME": str(time.time() - 3600),
+        },
+    )
+    assert result.returncode == 5, result.stderr
+    assert "started" not in result.stdout
+
+
+def test_stop_grace_then_kill(sandbox: Sandbox, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, STUBBORN, ", stop_grace: 1s")
+    proc = sandbox.popen(recipe)
+    read_until(proc, "started")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "did not stop within 1s" in out
+    assert time.monotonic() - sent < 15
+
+
+def test_second_signal_stops_at_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, STUBBORN, ", stop_grace: 10m")
+    proc = sandbox.popen(recipe)
+    read_until(proc, "started")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # Colab's second press
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert time.monotonic() - sent < 5
+
+
+def test_each_attempt_has_its_own_log_with_progress_collapsed(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    script = (
+        "import sys\n"
+        "for i in range(5):\n"
+        "    sys.stdout.write(f'\\rprogress {i*25}%')\n"
+        "sys.stdout.write('\\ndone\\n')\n"
+        "raise SystemExit(3)\n"
+    )
+    recipe = _recipe(tmp_path, script, ", restarts: 1")
+    result = sandbox.cli(recipe)
+    assert result.returncode == 4
+    assert "\rprogress 25%" in result.stdout  # the console gets the output untouched
+    logs = sorted((sandbox.persist / "runs/sup/logs").glob("attempt-*.log"))
+    assert len(logs) == 2
+    assert logs[0].read_text() == "progress 100%\ndone\n"
+
+
+def test_log_writer_keeps_last_state_of_carriage_return_lines(tmp_path: Path) -> None:
+    writer = LogWriter(tmp_path / "a.log")
+    for chunk in (b"epoch 1\n 10%|#", b"   \r 50%|##", b"##\r100%|####\r\n", b"partial"):
+        writer.feed(chunk)
+    writer.close()
+    assert (tmp_path / "a.log").read_bytes() == b"epoch 1\n100%|####\npartial\n"
