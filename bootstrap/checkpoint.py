@@ -1,0 +1,335 @@
+"""Checkpointer: atomic, verified, resumable checkpoints for training code.
+
+One generation is one file, ``step-000000042.pt``, a plain ``torch.save`` of::
+
+    {"format": "colab-bootstrap/1", "step": 42,
+     "objects": {"model": model.state_dict(), "optimizer": ...},
+     "rng": {"python": ..., "numpy": ..., "torch": ..., "cuda": [...]}}
+
+so it loads with ``torch.load(path, weights_only=True)`` and nothing of ours: a user is never
+locked in. A generation is committed atomically (temp file in the same folder, flush, fsync,
+``os.replace``, fsync the folder): a reader sees the old file set or the new one, never half a
+file, and a kill at any instant costs at most the generation being written. Older generations
+are deleted only after the new one is committed. Because a generation is a single file, the
+rename is the commit; no separate marker is needed.
+
+This module is imported by training processes only (it imports torch); the supervisor never
+imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bootstrap.fsutil import atomic_writer
+
+log = logging.getLogger(__name__)
+
+FORMAT = "colab-bootstrap/1"
+_NAME = re.compile(r"^step-(\d{9,})\.pt$")
+DEFAULT_DIR = Path("checkpoints")
+
+
+def generation_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:09d}.pt"
+
+
+def list_generations(folder: Path) -> list[tuple[int, Path]]:
+    """Committed generations in ``folder``, newest first."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if (match := _NAME.match(entry.name)) and entry.is_file():
+                found.append((int(match.group(1)), Path(entry.path)))
+    return sorted(found, reverse=True)
+
+
+# -- RNG state, in a form torch.load(weights_only=True) accepts --------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": _python_rng_to_list(random.getstate())}
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    state["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    if "python" in state:
+        random.setstate(_python_rng_from_list(state["python"]))
+    if "numpy" in state:
+        with contextlib.suppress(ImportError):
+            import numpy as np
+
+            saved = state["numpy"]
+            np.random.set_state(
+                (
+                    saved["kind"],
+                    saved["keys"].numpy().astype(np.uint32),
+                    saved["pos"],
+                    saved["has_gauss"],
+                    saved["cached_gaussian"],
+                )
+            )
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        saved_cuda = list(state["cuda"])
+        count = torch.cuda.device_count()
+        if len(saved_cuda) != count:
+            log.warning(
+                "checkpoint has CUDA RNG state for %d device(s), this machine has %d; "
+                "restoring the ones that match", len(saved_cuda), count,
+            )
+        for index, rng in enumerate(saved_cuda[:count]):
+            torch.cuda.set_rng_state(rng, index)
+
+
+def _python_rng_to_list(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_rng_from_list(state: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+# -- copying state off the accelerator for async saves -------------------------------------
+
+
+def _to_cpu(value: Any) -> Any:
+    """A deep copy of ``value`` with every tensor copied to CPU memory."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return type(value)((k, _to_cpu(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_cpu(v) for v in value)
+    return value
+
+
+def _is_writer() -> bool:
+    """Only global rank 0 writes when torch.distributed is initialised."""
+    dist = getattr(torch, "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return bool(dist.get_rank() == 0)
+    return True
+
+
+class Checkpointer:
+    """Save and restore training state in ``folder``, keeping the newest ``keep`` generations.
+
+    ``save(step, model=model, optimizer=opt)`` stores every object's ``state_dict()`` with the
+    RNG states; ``restore(model=model, optimizer=opt)`` loads the newest readable generation into
+    the same objects and returns the step to continue from (0 when there is nothing).
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        keep: int = 3,
+        *,
+        async_save: bool = False,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.folder = Path(folder)
+        self.keep = keep
+        self.async_save = async_save
+        self.deadline = deadline
+        self._clock = clock
+        self._stop_signal: str | None = None
+        self._handlers_installed = False
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, keep: int = 3, **kwargs: Any) -> Checkpointer:
+        """Bound to the recipe's ``run.checkpoints`` inside a run; ./checkpoints outside one."""
+        folder = os.environ.get("BOOTSTRAP_CHECKPOINTS") or DEFAULT_DIR
+        raw_deadline = os.environ.get("BOOTSTRAP_DEADLINE")
+        deadline = float(raw_deadline) if raw_deadline else None
+        kwargs.setdefault("deadline", deadline)
+        return cls(folder, keep, **kwargs)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    @property
+    def should_stop(self) -> bool:
+        """True once SIGINT/SIGTERM arrived or the recipe's time limit passed.
+
+        The first access installs the signal handlers (main thread only), so a loop that
+        checks ``should_stop`` gets to save and return instead of dying mid-epoch.
+        """
+        self.install_signal_handlers()
+        if self._stop_signal is not None:
+            return True
+        return self.deadline is not None and self._clock() >= self.deadline
+
+    def install_signal_handlers(self) -> None:
+        if self._handlers_installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._handlers_installed = True
+
+        def handler(signum: int, frame: object) -> None:
+            if self._stop_signal is not None:
+                # A second request: stop the hard way, as if nobody had asked nicely.
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            self._stop_signal = signal.Signals(signum).name
+            log.warning("%s received: will stop after the next checkpoint", self._stop_signal)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def save(self, step: int, *, blocking: bool | None = None, **objects: Any) -> Path | None:
+        """Commit generation ``step``. Returns its path (None on ranks that do not write).
+
+        With ``blocking=False`` (or ``async_save=True``) the state is copied to CPU memory
+        here and written by a background thread; at most one write is in flight, and its error,
+        if any, is raised by the next ``save``, ``wait`` or ``close``.
+        """
+        self._raise_pending()
+        if not _is_writer():
+            return None
+        payload = {
+            "format": FORMAT,
+            "step": int(step),
+            "objects": {name: _state_of(name, obj) for name, obj in objects.items()},
+            "rng": capture_rng(),
+        }
+        path = generation_path(self.folder, step)
+        background = self.async_save if blocking is None else not blocking
+        if not background:
+            self._write(payload, path)
+            return path
+        self.wait()  # at most one write in flight
+        payload = _to_cpu(payload)  # the caller may change the tensors as soon as we return
+        self._writer = threading.Thread(
+            target=self._write_in_background, args=(payload, path), name="checkpoint-writer",
+            daemon=False,
+        )
+        self._writer.start()
+        return path
+
+    def wait(self) -> None:
+        """Wait for a background write; raise its error if it failed."""
+        writer = self._writer
+        if writer is not None:
+            writer.join()
+            self._writer = None
+        self._raise_pending()
+
+    def close(self) -> None:
+        self.wait()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write_in_background(self, payload: dict[str, Any], path: Path) -> None:
+        try:
+            self._write(payload, path)
+        except BaseException as exc:  # surfaced on the caller's thread
+            with self._lock:
+                self._error = exc
+
+    def _raise_pending(self) -> None:
+        with self._lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise RuntimeError(f"a background checkpoint write failed: {error}") from error
+
+    def _write(self, payload: dict[str, Any], path: Path) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(path) as handle:
+            torch.save(payload, handle)
+        self._prune(keep_path=path)
+
+    def _prune(self, keep_path: Path) -> None:
+        for _, old in list_generations(self.folder)[self.keep :]:
+            if old != keep_path:
+                with contextlib.suppress(FileNotFoundError):
+                    old.unlink()
+
+    # -- restoring -------------------------------------------------------------------------
+
+    def restore(self, **objects: Any) -> int:
+        """Load the newest readable generation into ``objects``; return the next step.
+
+        A generation that cannot be read (torn, truncated, foreign) is skipped with a warning
+        and the one before it is used. Tensors are loaded to CPU and copied by each object's
+        ``load_state_dict`` onto the device its parameters live on.
+        """
+        self.wait()
+        found = self.load_newest()
+        if found is None:
+            return 0
+        step, path, state = found
+        missing = [name for name in objects if name not in state["objects"]]
+        if missing:
+            raise KeyError(
+                f"checkpoint {path} has no state for {', '.join(missing)} "
+                f"(it has: {', '.join(state['objects']) or 'nothing'})"
+            )
+        for name, obj in objects.items():
+            obj.load_state_dict(state["objects"][name])
+        restore_rng(state.get("rng", {}))
+        log.info("restored step %d from %s", step, path)
+        return step + 1
+
+    def load_newest(self) -> tuple[int, Path, dict[str, Any]] | None:
+        """The newest generation that loads: (step, path, payload), or None."""
+        for step, path in list_generations(self.folder):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                if not isinstance(state, dict) or state.get("format") != FORMAT:
+                    raise ValueError("not a colab-bootstrap checkpoint")
+            except Exception as exc:  # a torn file raises many kinds of errors
+                log.warning(
+                    "skipping unreadable checkpoint %s (%s); trying the previous one", path, exc
+                )
+                continue
+            return step, path, state
+        return None
+
+
+def _state_of(name: str, obj: Any) -> Any:
+    state_dict = getattr(obj, "state_dict", None)
+    if state_dict is None:
+        raise TypeError(f"cannot checkpoint {name}={obj!r}: it has no state_dict() method")
+    return state_dict()

@@ -1,0 +1,110 @@
+"""Checkpointer on CPU with real torch: round trips, RNG, retention, torn files, async saves."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bootstrap.checkpoint import Checkpointer, list_generations
+
+
+def _model_and_optimizer(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    return model, torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad()
+    model(torch.randn(16, 4)).pow(2).mean().backward()
+    optimizer.step()
+
+
+def test_round_trip_restores_objects_rng_and_step(tmp_path: Path) -> None:
+    model, optimizer = _model_and_optimizer()
+    _train_step(model, optimizer)
+    ckpt = Checkpointer(tmp_path)
+    random.seed(1)
+    np.random.seed(2)
+    ckpt.save(7, model=model, optimizer=optimizer)
+    expected = (random.random(), float(np.random.rand()), torch.rand(3))
+
+    fresh_model, fresh_optimizer = _model_and_optimizer(seed=99)
+    random.seed(5)
+    np.random.seed(5)
+    assert ckpt.restore(model=fresh_model, optimizer=fresh_optimizer) == 8
+    assert (random.random(), float(np.random.rand())) == expected[:2]
+    assert torch.equal(torch.rand(3), expected[2])
+    for a, b in zip(model.parameters(), fresh_model.parameters()):
+        assert torch.equal(a, b)
+    assert fresh_optimizer.state_dict()["state"][0]["step"] == 1
+
+
+def test_files_load_with_plain_torch_load_weights_only(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    path = Checkpointer(tmp_path).save(3, model=model)
+    assert path is not None
+    payload = torch.load(path, weights_only=True)
+    assert payload["step"] == 3 and payload["format"] == "colab-bootstrap/1"
+    assert set(payload["objects"]["model"]) == set(model.state_dict())
+
+
+def test_keeps_newest_generations_only(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    ckpt = Checkpointer(tmp_path, keep=2)
+    for step in range(5):
+        ckpt.save(step, model=model)
+    assert [s for s, _ in list_generations(tmp_path)] == [4, 3]
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_torn_newest_falls_back_to_previous(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model, _ = _model_and_optimizer()
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, model=model)
+    newest = ckpt.save(2, model=model)
+    assert newest is not None
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    assert Checkpointer(tmp_path).restore(model=model) == 2  # step 1 + 1
+    assert "skipping unreadable checkpoint" in caplog.text
+
+
+def test_nothing_to_restore_returns_zero(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    assert Checkpointer(tmp_path / "empty").restore(model=model) == 0
+
+
+def test_async_save_snapshots_state_before_returning(tmp_path: Path) -> None:
+    model, optimizer = _model_and_optimizer()
+    ckpt = Checkpointer(tmp_path, async_save=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ckpt.save(1, model=model)
+    with torch.no_grad():  # the training goes on changing the weights at once
+        for p in model.parameters():
+            p.add_(1.0)
+    ckpt.close()
+    saved = torch.load(tmp_path / "step-000000001.pt", weights_only=True)["objects"]["model"]
+    for key, value in before.items():
+        assert torch.equal(saved[key], value)
+
+
+def test_async_error_surfaces_on_next_call(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    model, _ = _model_and_optimizer()
+    ckpt = Checkpointer(blocker, async_save=True)
+    ckpt.save(1, model=model)
+    with pytest.raises(RuntimeError, match="background checkpoint write failed"):
+        ckpt.wait()
+
+
+def test_should_stop_at_deadline(tmp_path: Path) -> None:
+    now = [100.0]
+    ckpt = Checkpointer(tmp_path, deadline=150.0, clock=lambda: now[0])
+    assert not ckpt.should_stop
+    now[0] = 150.0
+    assert ckpt.should_stop
