@@ -33,7 +33,7 @@ _PR_SET_PDEATHSIG = 1
 
 def build_command(plan: Plan, resume: Sequence[str], python: str = sys.executable) -> list[str]:
     run = plan.recipe.run
-    kind, entry = run.entry_kind, run.entry
+    kind, entry = run.entry_kind, plan.entry
     if kind == "script":
         return [python, str(plan.work_dir / entry), *plan.args, *resume]
     if kind == "module":
@@ -54,7 +54,7 @@ def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
     if plan.deadline is not None:
         env["BOOTSTRAP_DEADLINE"] = repr(plan.deadline)
     if plan.recipe.run.entry_kind == "callable":
-        env["BOOTSTRAP_CALLABLE"] = plan.recipe.run.entry
+        env["BOOTSTRAP_CALLABLE"] = plan.entry
         env["BOOTSTRAP_KWARGS"] = json.dumps(plan.kwargs)
     if plan.smoke:
         env["CUDA_VISIBLE_DEVICES"] = ""  # --smoke: a CPU-only environment

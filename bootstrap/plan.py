@@ -16,7 +16,7 @@ from typing import Any
 
 from bootstrap.errors import HostError, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
-from bootstrap.placeholders import expand
+from bootstrap.placeholders import expand, expand_env_only
 from bootstrap.recipe import Recipe
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
@@ -45,6 +45,7 @@ class Plan:
     repo_url: str  # a URL, or an absolute local path
     checkpoints: Path  # run.checkpoints resolved
     data: tuple[DataStep, ...]
+    entry: str  # run.script / run.module / run.callable, placeholders applied
     args: tuple[str, ...]
     resume_args: tuple[str, ...] | None  # still holding "{checkpoint}"
     kwargs: dict[str, Any]
@@ -150,8 +151,12 @@ def resolve_plan(
         repo_url=repo_url,
         checkpoints=_path(_expand(run.checkpoints, values, env, "run.checkpoints"), base),
         data=data,
+        entry=_expand(run.entry, values, env, f"run.{run.entry_kind}"),
         args=tuple(_expand(a, values, env, "run.args") for a in run.args),
-        resume_args=tuple(run.resume) if run.resume is not None else None,
+        # {checkpoint} is only known at launch; ${VAR} is read now, like everything else.
+        resume_args=(
+            tuple(expand_env_only(a, env) for a in run.resume) if run.resume is not None else None
+        ),
         kwargs=_expand_tree(dict(run.kwargs), values, env, "run.kwargs"),
         env={k: _expand(v, values, env, f"run.env.{k}") for k, v in run.env.items()},
         deadline=time_zero + run.time_limit if run.time_limit is not None else None,
