@@ -1,0 +1,447 @@
+"""Install a repo's requirements into the training interpreter, holding preinstalled packages.
+
+Holding. Colab's torch (and friends) are built for the VM's CUDA; a repo that pins another torch
+would pull gigabytes and break CUDA. Every ``keep`` package installed in the target interpreter is
+pinned at its installed version in a constraints file, which holds it for dependencies too. A
+requirement that names it directly is dropped from what the installer sees (a constraint cannot
+override a direct requirement) and reported in ``InstallResult.held``. So the requirement files are
+read here: comments, line continuations, ``-r``/``-c`` includes (relative to the including file),
+option lines passed through, and one filtered file written to ``state_dir``. The installer runs in
+the repo root, where pip and uv both resolve relative paths (``-e .``, ``./pkg``).
+
+Limitations of the reader, kept small on purpose (``packaging`` is not a dependency): a line is
+matched by its PEP 508 name only; a kept package given as a path or URL is recognised by its wheel
+file name or ``#egg=`` fragment, otherwise passed through; ``-r``/``-c`` with a URL are passed
+through unread; ``pip_args`` are passed through unread; hash-checking mode is not adapted to pins.
+
+Skipping. A marker in ``state_dir`` is keyed by a sha256 of everything the install depends on: the
+bytes of each file read, the filtered files (they carry the pins and ``packages``), ``pip_args``,
+the interpreter and the installer. The repo itself is installed editable (``-e .``), so a new
+commit needs no reinstall unless its packaging files changed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bootstrap.errors import InstallError
+from bootstrap.fsutil import Marker, atomic_write_text
+from bootstrap.progress import ProgressFactory, no_progress
+
+log = logging.getLogger(__name__)
+
+_MARKER_VERSION = 1  # bump when what an install does for the same inputs changes
+_TAIL_LINES = 20
+_KEY = "install.requirements"
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+_NAME = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)", re.S)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^file:")
+_ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
+_EGG = re.compile(r"[#&]egg=([A-Za-z0-9._-]+)")
+_SHOWN = re.compile(
+    r"\s*(Collecting|Downloading|Building|Installing|Uninstalling|Resolved|"
+    r"Prepared|Installed|Successfully|\+ )"
+)
+_COUNTED = re.compile(r"\s*(Collecting |\+ )")
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+_VERSIONS = """
+import json, re, sys
+from importlib import metadata
+want, found = set(sys.argv[1:]), {}
+for dist in metadata.distributions():
+    key = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+    if key in want and key not in found:
+        found[key] = dist.version
+print(json.dumps(found))
+"""
+
+Installer = Literal["auto", "uv", "pip"]
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    skipped: bool
+    installer: str  # "uv" | "pip" | "none" (nothing to install)
+    held: list[tuple[str, str, str]]  # (name, installed version, requirement that asked otherwise)
+    requirement_files: list[Path]  # every file read, includes too; pyproject.toml/setup.py for -e .
+    seconds: float
+    log_path: Path
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503: ``Torch_Vision`` and ``torch-vision`` are the same package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def install_requirements(
+    repo_root: Path,
+    *,
+    requirements: str | Sequence[str],
+    packages: Sequence[str] = (),
+    keep: Sequence[str] = ("torch", "torchvision", "torchaudio"),
+    pip_args: Sequence[str] = (),
+    python: Path = Path(sys.executable),
+    state_dir: Path,
+    log_path: Path,
+    progress: ProgressFactory = no_progress,
+    installer: Installer = "auto",
+) -> InstallResult:
+    """Install the repo's requirements and ``packages`` into ``python``; skip when unchanged."""
+    started = time.monotonic()
+    repo_root, state_dir, log_path = Path(repo_root), Path(state_dir), Path(log_path)
+    if not repo_root.is_dir():
+        raise InstallError(f"the repo folder {repo_root} does not exist", hint="clone it first")
+    files, project = _sources(repo_root, requirements)
+    if not files and project is None and not packages:
+        return InstallResult(False, "none", [], [], time.monotonic() - started, log_path)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pins = _installed(python, keep, state_dir)
+    reader = _Reader(repo_root, pins)
+    for path in files:
+        reader.read(path, constraint=False)
+    if project is not None:
+        reader.project(project)
+    if packages:
+        reader.labels.append("install.packages")
+    for number, spec in enumerate(packages):
+        reader.line(spec.strip(), None, False, f"install.packages[{number}]")
+    name, argv = _find_installer(installer, python)
+    filtered, constraints = reader.render()
+    digest = reader.digest
+    for part in (filtered, constraints, json.dumps([name, str(python), list(pip_args)])):
+        digest.update(part.encode() + b"\0")
+    key = {"version": _MARKER_VERSION, "sha256": digest.hexdigest()}
+    marker = Marker(state_dir / "install.json")
+    held = reader.held
+    if marker.is_done(key):
+        log.info("requirements unchanged since the last install; skipping")
+        return InstallResult(True, name, held, reader.files, time.monotonic() - started, log_path)
+    for who, version, spec, origin in reader.reports:
+        log.warning("held %s at %s (%s asked for %s)", who, version, origin, spec)
+    # Cleared first: an install that dies halfway must not pass for an older good one.
+    marker.clear()
+    if reader.wanted:
+        req_file, con_file = state_dir / "install-requirements.txt", state_dir / "install-con.txt"
+        atomic_write_text(req_file, filtered)
+        atomic_write_text(con_file, constraints)
+        argv += ["-r", str(req_file), "-c", str(con_file), *pip_args]
+        _run(argv, repo_root, log_path, progress, name, reader.labels, pins)
+    else:
+        log.info("nothing left to install once kept packages are held")
+    marker.mark_done(key, installer=name, files=[str(f) for f in reader.files], held=held)
+    return InstallResult(False, name, held, reader.files, time.monotonic() - started, log_path)
+
+
+def _sources(repo_root: Path, requirements: str | Sequence[str]) -> tuple[list[Path], Path | None]:
+    """The requirement files to read, and the packaging file when the repo itself is installed."""
+    if isinstance(requirements, str):
+        if requirements != "auto":
+            raise ValueError(f"requirements must be 'auto' or a list, not {requirements!r}")
+        if (repo_root / "requirements.txt").is_file():
+            return [repo_root / "requirements.txt"], None
+        pyproject = repo_root / "pyproject.toml"
+        if pyproject.is_file() and _has_project_table(pyproject):
+            return [], pyproject
+        setup_py = repo_root / "setup.py"
+        return [], setup_py if setup_py.is_file() else None
+    files = []
+    for name in requirements:
+        path = repo_root / name
+        if not path.is_file():
+            raise InstallError(
+                f"{_KEY}: {name} is not a file in the repo ({path})",
+                hint=f"fix {_KEY} in the recipe (paths are relative to the repo root), "
+                "or use [] to install nothing from the repo",
+            )
+        files.append(path)
+    return files, None
+
+
+def _has_project_table(pyproject: Path) -> bool:
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        try:
+            return isinstance(tomllib.loads(text).get("project"), dict)
+        except tomllib.TOMLDecodeError:
+            return False
+    return re.search(r"^\s*\[project\]\s*(#.*)?$", text, re.M) is not None
+
+
+def _installed(python: Path, keep: Sequence[str], cwd: Path) -> dict[str, tuple[str, str]]:
+    """canonical name -> (name as kept, installed version) for each kept package installed."""
+    names = {canonical_name(n): n for n in keep}
+    if not names:
+        return {}
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
+        found = _versions_here(set(names))
+    else:
+        try:
+            done = subprocess.run(
+                [str(python), "-c", _VERSIONS, *names],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise InstallError(
+                f"cannot run the Python interpreter {python}: {exc}",
+                hint="pass a working interpreter with --python",
+            ) from exc
+        if done.returncode != 0:
+            raise InstallError(
+                f"the Python interpreter {python} failed to list its packages "
+                f"(exit {done.returncode})",
+                hint="pass a working interpreter with --python",
+                details=done.stderr.strip()[-2000:],
+            )
+        found = json.loads(done.stdout)
+    return {key: (names[key], version) for key, version in found.items()}
+
+
+def _versions_here(want: set[str]) -> dict[str, str]:
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():  # sys.path order: the first one is what imports
+        key = canonical_name(dist.metadata["Name"] or "")
+        if key in want and key not in found:
+            found[key] = dist.version
+    return found
+
+
+def _find_installer(choice: Installer, python: Path) -> tuple[str, list[str]]:
+    if choice not in ("auto", "uv", "pip"):
+        raise ValueError(f"installer must be 'auto', 'uv' or 'pip', not {choice!r}")
+    if choice != "pip":
+        uv = shutil.which("uv")
+        if uv is None and importlib.util.find_spec("uv") is not None:
+            from uv import find_uv_bin
+
+            with contextlib.suppress(FileNotFoundError):  # the package without its binary
+                uv = find_uv_bin()
+        if uv:
+            return "uv", [uv, "pip", "install", "--python", str(python)]
+        if choice == "uv":
+            raise InstallError("uv is not installed", hint="install it (pip install uv) or use pip")
+    return "pip", [str(python), "-m", "pip", "install", "--progress-bar", "off"]
+
+
+@dataclass
+class _Reader:
+    """Reads requirement files into one filtered requirements list and one constraints list."""
+
+    repo_root: Path
+    pins: dict[str, tuple[str, str]]
+    requirements: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # what was asked for, for messages
+    reports: list[tuple[str, str, str, str]] = field(default_factory=list)
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    wanted: int = 0  # requirement lines left for the installer
+
+    @property
+    def held(self) -> list[tuple[str, str, str]]:
+        return list(dict.fromkeys((who, ver, spec) for who, ver, spec, _ in self.reports))
+
+    def show(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.repo_root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def read(self, path: Path, *, constraint: bool, origin: str | None = None) -> None:
+        if any(os.path.samefile(path, seen) for seen in self.files):
+            return  # pip would recurse forever; reading once is what was meant
+        if origin is None:
+            self.labels.append(self.show(path))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InstallError(f"cannot read {path}: {exc}", hint=f"check {_KEY}") from exc
+        self.files.append(path)
+        self.digest.update(f"{self.show(path)}\0{len(data)}\0".encode() + data)
+        for number, text in _logical_lines(data.decode("utf-8-sig", errors="replace")):
+            self.line(text, path, constraint, f"{self.show(path)}:{number}")
+
+    def project(self, packaging_file: Path) -> None:
+        self.labels.append(f"the repo's package ({packaging_file.name})")
+        for name in ("pyproject.toml", "setup.py", "setup.cfg"):
+            path = self.repo_root / name
+            if path.is_file():
+                self.files.append(path)
+                self.digest.update(f"{name}\0".encode() + path.read_bytes())
+        self.requirements.append("-e .")
+        self.wanted += 1
+
+    def line(self, text: str, base: Path | None, constraint: bool, where: str) -> None:
+        origin = where.rsplit(":", 1)[0] if base is not None else "install.packages"
+        spec = re.split(r"\s+(?=-)", text, maxsplit=1)[0]  # without per-requirement options
+        if text.startswith("-"):
+            option, value = _split_option(text)
+            if option in ("-r", "--requirement", "-c", "--constraint") and not _URL.match(value):
+                nested = (base.parent if base else self.repo_root) / value
+                if not nested.is_file():
+                    raise InstallError(
+                        f"{where}: {text}: no such file {nested}",
+                        hint=f"fix the include in {origin}, or {_KEY} in the recipe",
+                    )
+                self.read(nested, constraint=option in ("-c", "--constraint"), origin=where)
+                return
+            if option in ("-f", "--find-links") and base is not None and not _URL.match(value):
+                # pip reads a find-links path relative to its file when it exists there.
+                local = base.parent / value
+                if local.exists():
+                    text = f"{option} {os.path.relpath(local, self.repo_root)}"
+            if option not in ("-e", "--editable"):
+                self.requirements.append(text)
+                return
+            spec = value
+        name = _name_of(spec)
+        if name is not None and name in self.pins:
+            who, version = self.pins[name]
+            self.reports.append((who, version, spec, origin))
+            return
+        (self.constraints if constraint else self.requirements).append(text)
+        self.wanted += 0 if constraint else 1
+
+    def render(self) -> tuple[str, str]:
+        head = "# written by colab-bootstrap; the installer runs in the repo root\n"
+        pins = [f"{n}=={v}" for _, (n, v) in sorted(self.pins.items())]
+        return (
+            head + "".join(f"{r}\n" for r in self.requirements),
+            head + "".join(f"{c}\n" for c in [*self.constraints, *pins]),
+        )
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(first line number, text) with continuations joined and comments removed, like pip."""
+    parts: list[str] = []
+    first = 0
+    lines = text.splitlines()
+    for number, raw in enumerate(lines, 1):
+        if not parts:
+            first = number
+        if raw.endswith("\\") and not raw.lstrip().startswith("#") and number < len(lines):
+            parts.append(raw[:-1])
+            continue
+        joined = _COMMENT.sub("", "".join([*parts, raw.rstrip("\\")])).strip()
+        parts = []
+        if joined:
+            yield first, joined
+
+
+def _split_option(text: str) -> tuple[str, str]:
+    """``-rfile``, ``-r file``, ``--requirement=file`` -> ("-r"/"--requirement", "file")."""
+    match = re.match(r"(--[A-Za-z0-9-]+)(?:\s*=\s*|\s+|$)(.*)", text) or re.match(
+        r"(-[A-Za-z])\s*(.*)", text
+    )
+    return (match.group(1), match.group(2).strip()) if match else (text, "")
+
+
+def _name_of(spec: str) -> str | None:
+    """The canonical project name a requirement line asks for, when one can be told."""
+    spec = spec.strip()
+    if _URL.match(spec) or spec.startswith((".", "/", "~")) or spec.lower().endswith(_ARCHIVES):
+        egg = _EGG.search(spec)
+        if egg:
+            return canonical_name(egg.group(1))
+        last = spec.split("#")[0].rstrip("/").rsplit("/", 1)[-1]
+        return canonical_name(last.split("-")[0]) if last.lower().endswith(".whl") else None
+    match = _NAME.fullmatch(spec)
+    if match is None:
+        return None
+    rest = match.group(3)
+    if rest and rest[0] not in "@<>=!~;(" and not rest.startswith(" "):
+        return None  # e.g. "pkg/sub": a path, not a name
+    return canonical_name(match.group(1))
+
+
+def _run(
+    argv: list[str],
+    cwd: Path,
+    log_path: Path,
+    progress: ProgressFactory,
+    name: str,
+    labels: list[str],
+    pins: dict[str, tuple[str, str]],
+) -> None:
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+    command = "uv pip install" if name == "uv" else "pip install"
+    what = " and ".join(dict.fromkeys(labels))
+    log.info("installing %s with %s", what, command)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InstallError(f"cannot write the install log {log_path}: {exc}") from exc
+    bar = progress("install", None, "pkg")
+    try:
+        log_file.write("$ " + " ".join(_USERINFO.sub(r"\1***@", a) for a in argv) + "\n")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except OSError as exc:
+            raise InstallError(
+                f"cannot start {command} ({argv[0]}): {exc}",
+                hint="pass a working interpreter with --python",
+            ) from exc
+        try:
+            for raw in proc.stdout or ():
+                log_file.write(raw)
+                text = raw.rstrip()
+                if text:
+                    tail.append(text)
+                if _SHOWN.match(text):
+                    bar.set_description(text.strip()[:80])
+                    bar.advance(1 if _COUNTED.match(text) else 0)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        bar.close()
+        log_file.close()
+    if code != 0:
+        held = ", ".join(f"{n}=={v}" for n, v in pins.values())
+        raise InstallError(
+            f"{command} failed ({_exit(code)}) for {what}",
+            hint=f"full log: {log_path}" + (f"; held by install.keep: {held}" if held else ""),
+            details="\n".join(tail),
+        )
+
+
+def _exit(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit {code}"
