@@ -1,0 +1,498 @@
+"""The checkpoint mirror with real files, real threads and a fake clock.
+
+Drive failures are played with the mirror's fault hook: the tests run as root, and root ignores
+file modes, so ``chmod 0`` on the persist folder would not make it unwritable here.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import logging
+import os
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bootstrap.ckptfiles import MANIFEST_NAME
+from bootstrap.errors import StepError
+from bootstrap.mirror import (
+    CheckpointMirror,
+    find_checkpoints,
+    is_complete,
+    mirror_status,
+    newest_checkpoint,
+    restore_checkpoints,
+)
+
+T0 = 1_700_000_000_000_000_000  # a fixed modification time, in ns
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def archive(payload: bytes = b"weights", entries: int = 3) -> bytes:
+    """A zip shaped like a torch.save file: several entries, central directory last."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(entries):
+            # A fixed timestamp keeps the bytes the same from one call to the next.
+            zf.writestr(zipfile.ZipInfo(f"archive/data/{i}", (2024, 1, 1, 0, 0, 0)), payload * 50)
+    return buffer.getvalue()
+
+
+def put(path: Path, data: bytes, mtime_ns: int | None = T0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    return path
+
+
+def temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    (tmp_path / "scratch ckpt").mkdir()
+    return tmp_path / "scratch ckpt"
+
+
+@pytest.fixture
+def dst(tmp_path: Path) -> Path:
+    return tmp_path / "persist 'run'" / "checkpoints"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make(src: Path, dst: Path, clock: FakeClock, **kwargs: object) -> CheckpointMirror:
+    return CheckpointMirror(src, dst, ("**/*",), clock=clock, **kwargs)  # type: ignore[arg-type]
+
+
+def settle(mirror: CheckpointMirror, clock: FakeClock, seconds: float = 1.0) -> None:
+    """One scan to notice, one after ``seconds`` to copy."""
+    mirror.sync_once()
+    clock.advance(seconds)
+
+
+# -- discovery and completeness ------------------------------------------------------------
+
+
+def test_find_checkpoints_skips_temps_hidden_and_manifest(src: Path) -> None:
+    for rel in [
+        "a.pt",
+        "sub dir/b.pt",
+        "notes.txt",
+        ".a.pt.x1.tmp",
+        "c.pt.tmp",
+        ".ipynb_checkpoints/d.pt",
+        MANIFEST_NAME,
+        ".mirror-a.pt.zz.tmp",
+    ]:
+        put(src / rel, b"x")
+    (src / "folder.pt").mkdir()
+    names = [p.relative_to(src).as_posix() for p in find_checkpoints(src, ("**/*",))]
+    assert names == ["a.pt", "notes.txt", "sub dir/b.pt"]
+    assert [p.name for p in find_checkpoints(src, "*.pt")] == ["a.pt"]
+    assert len(find_checkpoints(src, ("*.pt", "**/*.txt"))) == 2
+    assert find_checkpoints(src / "missing", ("**/*",)) == []
+
+
+def test_newest_checkpoint_by_mtime_then_name_skipping_torn(src: Path) -> None:
+    put(src / "b.pt", archive(), T0)
+    put(src / "a.pt", archive(), T0)
+    put(src / "old.pt", archive(), T0 - 10**9)
+    assert newest_checkpoint(src, "*.pt") == src / "b.pt"  # a tie: the greater name
+    put(src / "c.pt", archive()[:-30], T0 + 10**9)  # newest, but torn by a crash
+    assert newest_checkpoint(src, "*.pt") == src / "b.pt"
+    assert newest_checkpoint(src, "*.pt", complete_only=False) == src / "c.pt"
+    assert newest_checkpoint(src / "missing", "*.pt") is None
+
+
+def test_is_complete_on_real_torch_files(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "real.pt"
+    torch.save({"w": torch.arange(1000.0), "step": 3}, path)
+    data = path.read_bytes()
+    assert is_complete(path)
+    for cut in (1, 4, 100, len(data) // 2, len(data) - 22, len(data) - 1):
+        torn = put(tmp_path / f"torn-{cut}.pt", data[:cut])
+        assert not is_complete(torn), cut
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    assert is_complete(legacy)  # unverifiable, so trusted
+
+
+def test_is_complete_on_safetensors_and_other_files(tmp_path: Path) -> None:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    good = len(header).to_bytes(8, "little") + header + b"\0" * 8
+    assert is_complete(put(tmp_path / "m.safetensors", good))
+    assert not is_complete(put(tmp_path / "short.safetensors", good[:-1]))
+    assert not is_complete(put(tmp_path / "bad.safetensors", b"\xff" * 8 + header))
+    assert is_complete(put(tmp_path / "state.json", b"{}"))
+    assert not is_complete(put(tmp_path / "empty.json", b""))
+    assert not is_complete(put(tmp_path / "two.pt", b"PK"))
+    assert not is_complete(tmp_path / "missing.pt")
+
+
+# -- copying -------------------------------------------------------------------------------
+
+
+def test_new_file_is_copied_with_its_mtime_and_only_once(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    ops: list[str] = []
+    mirror = make(src, dst, clock, fault_hook=lambda op, path: ops.append(op))
+    put(src / "epoch 1" / "model.pt", archive(), T0)
+    first = mirror.sync_once()
+    assert first.pending == [Path("epoch 1/model.pt")] and not first.copied
+    assert not dst.exists() and ops == []
+    clock.advance(1.0)
+    assert mirror.sync_once().copied == [Path("epoch 1/model.pt")]
+    copy = dst / "epoch 1" / "model.pt"
+    assert copy.read_bytes() == archive() and copy.stat().st_mtime_ns == T0
+    assert temps(dst) == []
+    status = mirror_status(dst)
+    assert status["files"] == {
+        "epoch 1/model.pt": {"size": len(archive()), "mtime_ns": T0, "present": True}
+    }
+    ops.clear()
+    clock.advance(5)
+    again = mirror.sync_once()
+    assert again.copied == [] and again.pending == [] and ops == []
+
+
+def test_growing_file_waits_until_stable(src: Path, dst: Path, clock: FakeClock) -> None:
+    mirror = make(src, dst, clock, stable_for=1.0)
+    path = put(src / "state.dat", b"part one", T0)
+    mirror.sync_once()
+    for i in range(3):  # still being written: every scan sees a new size and mtime
+        clock.advance(0.8)
+        put(path, path.read_bytes() + b" more", T0 + (i + 1) * 10**9)
+        assert mirror.sync_once().pending == [Path("state.dat")]
+    clock.advance(0.6)
+    assert mirror.sync_once().pending == [Path("state.dat")]  # stable for 0.6 s only
+    clock.advance(0.4)
+    assert mirror.sync_once().copied == [Path("state.dat")]
+    assert (dst / "state.dat").read_bytes() == path.read_bytes()
+
+
+def test_torn_checkpoint_is_never_copied_nor_replaces_the_good_one(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    mirror = make(src, dst, clock)
+    path = put(src / "last.pt", archive(b"v1"), T0)
+    settle(mirror, clock)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    put(path, archive(b"v2")[:-40], T0 + 10**9)  # a rewrite cut short by a crash
+    mirror.sync_once()
+    for _ in range(3):
+        clock.advance(10)
+        report = mirror.sync_once()
+        assert report.incomplete == [Path("last.pt")] and not report.copied
+    assert mirror.stop() is not None
+    assert (dst / "last.pt").read_bytes() == archive(b"v1")
+    assert (dst / "last.pt").stat().st_mtime_ns == T0
+    put(path, archive(b"v2"), T0 + 2 * 10**9)
+    settle(mirror, clock)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    assert (dst / "last.pt").read_bytes() == archive(b"v2")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.EIO, "Input/output error"),
+        OSError(errno.ENOTCONN, "Transport endpoint is not connected"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        PermissionError(errno.EACCES, "Permission denied"),  # what chmod 0 would give non-root
+    ],
+    ids=["EIO", "ENOTCONN", "ENOSPC", "EACCES"],
+)
+def test_failing_persist_warns_once_backs_off_and_catches_up(
+    src: Path, dst: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture, error: OSError
+) -> None:
+    broken = {"until": 1000.0 + 30}
+    calls: list[float] = []
+
+    def drive(op: str, path: Path) -> None:
+        calls.append(clock.now)
+        if clock.now < broken["until"]:
+            raise error
+
+    events: list[str] = []
+    mirror = make(src, dst, clock, fault_hook=drive, on_event=events.append)
+    put(src / "a.pt", archive(b"a"), T0)
+    put(src / "b.pt", archive(b"b"), T0 + 1)
+    caplog.set_level(logging.DEBUG, logger="bootstrap")
+    reports = []
+    for _ in range(80):
+        reports.append(mirror.sync_once())
+        clock.advance(0.5)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        f"persist is failing ({error}): checkpoints are kept on scratch and mirrored "
+        "when it recovers"
+    ]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos == ["persist recovered: checkpoints are mirrored again"]
+    assert any(r.error for r in reports) and reports[-1].error is None
+    # Backing off: far fewer tries than scans while persist was down (1, 2, 4, 8, 16 s apart).
+    assert len({t for t in calls if t < broken["until"]}) <= 6
+    for name, data in (("a.pt", archive(b"a")), ("b.pt", archive(b"b"))):
+        assert (dst / name).read_bytes() == data
+    assert temps(dst) == []
+    assert events[0].startswith("persist is failing") and "persist recovered" in " ".join(events)
+
+
+def test_backoff_doubles_up_to_its_cap(src: Path, dst: Path, clock: FakeClock) -> None:
+    tries: list[float] = []
+
+    def down(op: str, path: Path) -> None:
+        tries.append(clock.now)
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    mirror = make(src, dst, clock, fault_hook=down, retry_backoff=(1.0, 8.0))
+    put(src / "a.pt", archive(), T0)
+    for _ in range(120):
+        mirror.sync_once()
+        clock.advance(0.5)
+    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    assert gaps[:6] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+@pytest.mark.parametrize("fail_at", ["write", "replace"])
+def test_failure_mid_copy_keeps_the_good_copy(
+    src: Path, dst: Path, clock: FakeClock, fail_at: str
+) -> None:
+    state = {"armed": False, "writes": 0}
+
+    def drive(op: str, path: Path) -> None:
+        if state["armed"] and op == fail_at:
+            state["writes"] += 1
+            if op == "replace" or state["writes"] == 2:  # half-way through the copy
+                raise OSError(errno.EIO, "Input/output error")
+
+    mirror = make(src, dst, clock, fault_hook=drive)
+    big_v1 = archive(os.urandom(1 << 11), entries=100)  # ~10 MB: three chunks
+    path = put(src / "last.pt", big_v1, T0)
+    settle(mirror, clock)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    state["armed"] = True
+    put(path, archive(os.urandom(1 << 11), entries=100), T0 + 10**9)
+    settle(mirror, clock)
+    report = mirror.sync_once()
+    assert report.failed == [Path("last.pt")] and report.error
+    assert (dst / "last.pt").read_bytes() == big_v1
+    assert temps(dst) == []
+    state["armed"] = False
+    clock.advance(2)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    assert (dst / "last.pt").read_bytes() == path.read_bytes()
+
+
+def test_a_copy_that_does_not_read_back_whole_never_replaces_the_mirror(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    path = put(src / "last.pt", archive(b"v1"), T0)
+    v2 = archive(os.urandom(1 << 11), entries=100)
+    state = {"armed": False}
+
+    def rewritten_within_one_mtime_tick(op: str, target: Path) -> None:
+        # The source's tail changes mid-copy but its size and mtime read the same, as on a
+        # filesystem with coarse timestamps: only reading the copy back can tell.
+        if op == "write" and state["armed"]:
+            state["armed"] = False
+            put(path, v2[:-1000] + b"\0" * 1000, T0 + 10**9)
+
+    mirror = make(src, dst, clock, fault_hook=rewritten_within_one_mtime_tick)
+    settle(mirror, clock)
+    mirror.sync_once()
+    put(path, v2, T0 + 10**9)
+    state["armed"] = True
+    settle(mirror, clock)
+    report = mirror.sync_once()
+    assert report.failed == [Path("last.pt")] and "does not read back whole" in str(report.error)
+    assert (dst / "last.pt").read_bytes() == archive(b"v1") and temps(dst) == []
+
+
+def test_source_changing_during_the_copy_is_not_a_persist_failure(
+    src: Path, dst: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = put(src / "data.bin", os.urandom(9 << 20), T0)
+
+    def training_writes_again(op: str, target: Path) -> None:
+        if op == "write" and not hasattr(training_writes_again, "done"):
+            training_writes_again.done = True  # type: ignore[attr-defined]
+            put(path, path.read_bytes() + b"tail", T0 + 10**9)
+
+    mirror = make(src, dst, clock, fault_hook=training_writes_again)
+    settle(mirror, clock)
+    report = mirror.sync_once()
+    assert report.pending == [Path("data.bin")] and not report.failed and report.error is None
+    assert not (dst / "data.bin").exists() and temps(dst) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    settle(mirror, clock)  # the new version must be stable in its turn
+    assert mirror.sync_once().copied == [Path("data.bin")]
+    assert (dst / "data.bin").read_bytes() == path.read_bytes()
+
+
+def test_a_new_session_trusts_the_manifest_and_cleans_stale_temps(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    first = make(src, dst, clock)
+    put(src / "a.pt", archive(), T0 + 123_456_789)
+    settle(first, clock)
+    assert first.sync_once().copied == [Path("a.pt")]
+    # Drive keeps whole seconds, and a killed copy left a temp file behind.
+    os.utime(dst / "a.pt", ns=(T0, T0))
+    put(dst / ".mirror-b.pt.abc.tmp", b"half")
+    ops: list[str] = []
+    second = make(src, dst, clock, fault_hook=lambda op, path: ops.append(op))
+    settle(second, clock)
+    report = second.sync_once()
+    assert report.copied == [] and report.pending == []
+    assert "write" not in ops and temps(dst) == []
+
+
+# -- deletions -----------------------------------------------------------------------------
+
+
+def test_deletions_follow_scratch_only_once_newer_files_are_mirrored(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    put(dst / "from-another-vm.pt", archive(b"old"), T0 - 10**9)
+    mirror = make(src, dst, clock)
+    for i in (1, 2):
+        put(src / f"e{i}" / "model.pt", archive(bytes([i])), T0 + i)
+    settle(mirror, clock)
+    assert len(mirror.sync_once().copied) == 2
+    (src / "e1" / "model.pt").unlink()  # the training's retention, after writing e3
+    (src / "e1").rmdir()
+    put(src / "e3" / "model.pt", archive(b"3"), T0 + 3)
+    report = mirror.sync_once()
+    assert report.pending == [Path("e3/model.pt")] and report.deleted == []
+    assert (dst / "e1" / "model.pt").exists()
+    clock.advance(1)
+    report = mirror.sync_once()
+    assert report.copied == [Path("e3/model.pt")] and report.deleted == [Path("e1/model.pt")]
+    assert not (dst / "e1").exists()  # the emptied folder goes too
+    assert set(mirror_status(dst)["files"]) == {"e2/model.pt", "e3/model.pt"}
+    assert (dst / "from-another-vm.pt").exists()  # never seen on scratch: not ours to delete
+    for rel in ("e2", "e3"):  # scratch wiped
+        (src / rel / "model.pt").unlink()
+    clock.advance(5)
+    assert mirror.sync_once().deleted == []
+    assert mirror.stop() is not None
+    assert (dst / "e2" / "model.pt").exists() and (dst / "e3" / "model.pt").exists()
+
+
+# -- restore -------------------------------------------------------------------------------
+
+
+def test_restore_copies_back_paths_and_mtimes_and_keeps_newer_scratch(src: Path, dst: Path) -> None:
+    put(dst / "run 1" / "a.pt", archive(b"a"), T0)
+    put(dst / "b.pt", archive(b"b"), T0 + 10**9)
+    put(dst / "c.pt", archive(b"c"), T0)
+    put(dst / MANIFEST_NAME, b"{}")
+    put(dst / ".mirror-x.pt.1.tmp", b"half")
+    put(src / "b.pt", archive(b"b newer"), T0 + 5 * 10**9)  # scratch is ahead: keep it
+    put(src / "c.pt", archive(b"c")[:-10], T0 + 5 * 10**9)  # torn by a crash: replace it
+    restored = restore_checkpoints(dst, src, ("**/*",))
+    assert sorted(restored) == [src / "c.pt", src / "run 1" / "a.pt"]
+    assert (src / "run 1" / "a.pt").read_bytes() == archive(b"a")
+    assert (src / "run 1" / "a.pt").stat().st_mtime_ns == T0
+    assert (src / "c.pt").read_bytes() == archive(b"c")
+    assert (src / "b.pt").read_bytes() == archive(b"b newer")
+    assert not (src / MANIFEST_NAME).exists() and temps(src) == []
+    assert restore_checkpoints(dst, src, ("**/*",)) == []
+    assert restore_checkpoints(dst / "nothing here", src, ("**/*",)) == []
+
+
+def test_restore_failure_is_a_step_error(src: Path, dst: Path) -> None:
+    put(dst / "a.pt", archive(), T0)
+    put(src / "a.pt" / "in the way", b"x")  # scratch has a folder where the file goes
+    with pytest.raises(StepError, match="could not restore checkpoints"):
+        restore_checkpoints(dst, src, "*.pt")
+
+
+# -- the thread ----------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_background_thread_mirrors_and_stop_is_final(src: Path, dst: Path) -> None:
+    mirror = CheckpointMirror(src, dst, "*.pt", interval=0.05, stable_for=0.1)
+    mirror.start()
+    put(src / "a.pt", archive(b"a"), T0)
+    assert wait_for(lambda: (dst / "a.pt").exists())
+    mirror.stop()
+    assert not [t for t in threading.enumerate() if t.name == "checkpoint-mirror"]
+
+    slow = CheckpointMirror(src, dst, "*.pt", interval=3600, stable_for=3600)
+    slow.start()
+    put(src / "b.pt", archive(b"b"), T0 + 1)  # written just before the training exits
+    put(src / "torn.pt", archive(b"t")[:-5], T0 + 2)
+    report = slow.stop()
+    assert report is not None and report.copied == [Path("b.pt")]
+    assert report.incomplete == [Path("torn.pt")] and not (dst / "torn.pt").exists()
+    assert (dst / "b.pt").read_bytes() == archive(b"b")
+    assert slow.stop() is not None  # twice is fine
+
+
+def test_stop_returns_within_its_timeout_when_persist_hangs(
+    src: Path, dst: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+
+    def hung_drive(op: str, path: Path) -> None:
+        release.wait(30)
+
+    mirror = CheckpointMirror(src, dst, "*.pt", interval=3600, fault_hook=hung_drive)
+    put(src / "a.pt", archive(), T0)
+    started = time.monotonic()
+    try:
+        assert mirror.stop(timeout=0.5) is None
+        assert time.monotonic() - started < 3
+        assert "did not finish within" in caplog.text
+    finally:
+        release.set()
+
+
+def test_a_mirror_inside_its_source_is_not_mirrored_into_itself(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    src = tmp_path / "ckpt"
+    mirror = make(src, src / "mirror", clock)
+    put(src / "a.pt", archive(), T0)
+    for _ in range(4):
+        mirror.sync_once()
+        clock.advance(1)
+    assert [p.relative_to(src).as_posix() for p in find_checkpoints(src, "**/*")] == [
+        "a.pt",
+        "mirror/a.pt",
+    ]
