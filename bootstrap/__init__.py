@@ -33,4 +33,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = sorted(_LAZY)
+__all__ = ["BootstrapError", "ExitCode", "Options", "load_recipe", "run_recipe"]

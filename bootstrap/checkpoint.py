@@ -103,7 +103,9 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         if len(saved_cuda) != count:
             log.warning(
                 "checkpoint has CUDA RNG state for %d device(s), this machine has %d; "
-                "restoring the ones that match", len(saved_cuda), count,
+                "restoring the ones that match",
+                len(saved_cuda),
+                count,
             )
         for index, rng in enumerate(saved_cuda[:count]):
             torch.cuda.set_rng_state(rng, index)
@@ -238,7 +240,9 @@ class Checkpointer:
         self.wait()  # at most one write in flight
         payload = _to_cpu(payload)  # the caller may change the tensors as soon as we return
         self._writer = threading.Thread(
-            target=self._write_in_background, args=(payload, path), name="checkpoint-writer",
+            target=self._write_in_background,
+            args=(payload, path),
+            name="checkpoint-writer",
             daemon=False,
         )
         self._writer.start()

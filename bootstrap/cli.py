@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from bootstrap.errors import BootstrapError, ExitCode
@@ -42,37 +41,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe", type=Path, help="the recipe file (YAML)")
     parser.add_argument("--profile", metavar="NAME", help="apply the recipe's profile NAME")
     parser.add_argument(
-        "--smoke", action="store_true",
+        "--smoke",
+        action="store_true",
         help="apply the 'smoke' profile and run CPU-only, without Drive (for CI)",
     )
     parser.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe key, e.g. --set run.restarts=5 (VALUE is read as YAML)",
     )
     parser.add_argument("--persist", metavar="PATH", help="storage that survives the VM")
     parser.add_argument("--scratch", metavar="PATH", help="fast local storage")
-    parser.add_argument("--fresh", action="store_true",
-                        help="train again from scratch (earlier checkpoints are set aside)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the resolved plan and change nothing")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="train again from scratch (earlier checkpoints are set aside)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved plan and change nothing"
+    )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    noise.add_argument("-v", "--verbose", action="store_true",
-                       help="debug messages and tracebacks on the console")
+    noise.add_argument(
+        "-v", "--verbose", action="store_true", help="debug messages and tracebacks on the console"
+    )
     return parser
 
 
 def _setup_console_logging(reporter: ConsoleReporter, verbose: bool, quiet: bool) -> None:
-    from rich.logging import RichHandler
+    from bootstrap.ui import ConsoleLogHandler
 
-    handler = RichHandler(
-        console=reporter.console, show_time=False, show_path=verbose, markup=False,
-        rich_tracebacks=False, show_level=True,
-    )
-    handler.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     root = logging.getLogger("bootstrap")
     root.setLevel(logging.DEBUG)
-    root.addHandler(handler)
+    root.addHandler(ConsoleLogHandler(reporter.console, level))
     root.propagate = False
 
 
@@ -98,8 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = ConsoleReporter(quiet=args.quiet)
     _setup_console_logging(reporter, args.verbose, args.quiet)
     options = Options(
-        recipe=args.recipe, profile=args.profile, smoke=args.smoke, sets=tuple(args.sets),
-        persist=args.persist, scratch=args.scratch, fresh=args.fresh,
+        recipe=args.recipe,
+        profile=args.profile,
+        smoke=args.smoke,
+        sets=tuple(args.sets),
+        persist=args.persist,
+        scratch=args.scratch,
+        fresh=args.fresh,
     )
     debug_log: Path | None = None
     try:
@@ -120,8 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(reporter, exc, args.verbose, debug_log)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        reporter.message("interrupted before the training started; re-run the same command "
-                         "to continue", style="yellow")
+        reporter.message(
+            "interrupted before the training started; re-run the same command to continue",
+            style="yellow",
+        )
         return int(ExitCode.INTERRUPTED)
     _print_summary(reporter, plan, outcome)
     return int(outcome.exit_code)
@@ -144,7 +156,9 @@ def _print_error(
 
 
 def _print_summary(reporter: ConsoleReporter, plan: Plan, outcome: Outcome) -> None:
-    style = {0: "bold green", 5: "bold yellow", 130: "bold yellow"}.get(outcome.exit_code, "bold red")
+    style = {0: "bold green", 5: "bold yellow", 130: "bold yellow"}.get(
+        outcome.exit_code, "bold red"
+    )
     reporter.message(f"{plan.name}: {outcome.message}", style=style)
     if outcome.resumed_from is not None:
         reporter.message(f"  resumed from  {outcome.resumed_from}")

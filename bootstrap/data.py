@@ -106,7 +106,7 @@ def stage_data(
     if marker.is_done(key):
         info = read_json(marker.path) or {}
         if _still_there(target, info.get("entries", [])):
-            log.info("%s already staged in %s", origin.display, target)
+            log.debug("%s already staged in %s", origin.display, target)
             return StageResult(
                 origin.display,
                 target,
@@ -123,7 +123,7 @@ def stage_data(
         )
     # Cleared first: a stage that dies half-merged must not be mistaken for an older good one.
     marker.clear()
-    log.info("staging %s into %s", origin.display, target)
+    log.debug("staging %s into %s", origin.display, target)
     try:
         with _work_folder(target) as work:
             tree = work / "tree"
@@ -145,7 +145,7 @@ def stage_data(
         seconds=round(seconds, 3),
         staged_at=time.time(),
     )
-    log.info("staged %d files (%d bytes) in %.1f s", stats.files, stats.bytes, seconds)
+    log.debug("staged %d files (%d bytes) in %.1f s", stats.files, stats.bytes, seconds)
     return StageResult(origin.display, target, False, stats.files, stats.bytes, seconds)
 
 

@@ -45,6 +45,7 @@ from bootstrap.progress import ProgressFactory, no_progress
 
 log = logging.getLogger(__name__)
 
+_ANY_VERSION = re.compile(r"[A-Za-z0-9._-]+(\[[^\]]*\])?")
 _MARKER_VERSION = 1  # bump when what an install does for the same inputs changes
 _TAIL_LINES = 20
 _KEY = "install.requirements"
@@ -129,10 +130,14 @@ def install_requirements(
     marker = Marker(state_dir / "install.json")
     held = reader.held
     if marker.is_done(key):
-        log.info("requirements unchanged since the last install; skipping")
+        log.debug("requirements unchanged since the last install; skipping")
         return InstallResult(True, name, held, reader.files, time.monotonic() - started, log_path)
     for who, version, spec, origin in reader.reports:
-        log.warning("held %s at %s (%s asked for %s)", who, version, origin, spec)
+        if _ANY_VERSION.fullmatch(spec.strip()):
+            # A bare `torch` line is satisfied by what is installed: nothing was overridden.
+            log.debug("kept %s %s (%s asks for any version)", who, version, origin)
+        else:
+            log.warning("held %s at %s (%s asked for %s)", who, version, origin, spec)
     # Cleared first: an install that dies halfway must not pass for an older good one.
     marker.clear()
     if reader.wanted:
@@ -142,9 +147,10 @@ def install_requirements(
         argv += ["-r", str(req_file), "-c", str(con_file), *pip_args]
         _run(argv, repo_root, log_path, progress, name, reader.labels, pins)
     else:
-        log.info("nothing left to install once kept packages are held")
+        log.debug("nothing left to install once kept packages are held")
     marker.mark_done(key, installer=name, files=[str(f) for f in reader.files], held=held)
-    return InstallResult(False, name, held, reader.files, time.monotonic() - started, log_path)
+    used = name if reader.wanted else "none"
+    return InstallResult(False, used, held, reader.files, time.monotonic() - started, log_path)
 
 
 def _sources(repo_root: Path, requirements: str | Sequence[str]) -> tuple[list[Path], Path | None]:
@@ -392,7 +398,7 @@ def _run(
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"}
     command = "uv pip install" if name == "uv" else "pip install"
     what = " and ".join(dict.fromkeys(labels))
-    log.info("installing %s with %s", what, command)
+    log.debug("installing %s with %s", what, command)
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below

@@ -30,10 +30,14 @@ def describe(plan: Plan, options: Options) -> list[str]:
         f"run state    {state.status}, {len(state.attempts)} attempt(s) so far",
     ]
     if state.status == FINISHED and not options.fresh:
-        lines.append("             a run would report 'already finished' (pass --fresh to train again)")
+        lines.append(
+            "             a run would report 'already finished' (pass --fresh to train again)"
+        )
     ref = recipe.repo.ref or "the remote's HEAD"
-    clone_state = "exists, would update if ref moved" if (plan.clone_dir / ".git").exists() else (
-        "exists" if plan.clone_dir.exists() else "would clone"
+    clone_state = (
+        "exists, would update if ref moved"
+        if (plan.clone_dir / ".git").exists()
+        else ("exists" if plan.clone_dir.exists() else "would clone")
     )
     lines += [
         f"repo         {describe_url(plan.repo_url)} @ {ref}",
@@ -43,10 +47,14 @@ def describe(plan: Plan, options: Options) -> list[str]:
         f"keep: {', '.join(recipe.install.keep) or 'nothing'} (skipped when unchanged)",
     ]
     for item in plan.data:
-        lines.append(f"data[{item.index}]      {item.source} -> {item.dest} (skipped when already staged)")
+        lines.append(
+            f"data[{item.index}]      {item.source} -> {item.dest} (skipped when already staged)"
+        )
     mirrored = find_checkpoints(plan.mirror_dir, run.match)
     newest = newest_checkpoint(plan.checkpoints, run.match)
-    restore = "" if newest or not mirrored else f", {len(mirrored)} would be restored from the mirror"
+    restore = (
+        "" if newest or not mirrored else f", {len(mirrored)} would be restored from the mirror"
+    )
     lines += [
         f"checkpoints  {plan.checkpoints}{restore}",
         f"  mirror     {plan.mirror_dir} ({len(mirrored)} file(s))",
@@ -54,7 +62,11 @@ def describe(plan: Plan, options: Options) -> list[str]:
     candidate = newest or newest_checkpoint(plan.mirror_dir, run.match)
     resume: list[str] = []
     if candidate is not None and plan.resume_args is not None:
-        target = plan.checkpoints / candidate.relative_to(plan.mirror_dir) if candidate.is_relative_to(plan.mirror_dir) else candidate
+        target = (
+            plan.checkpoints / candidate.relative_to(plan.mirror_dir)
+            if candidate.is_relative_to(plan.mirror_dir)
+            else candidate
+        )
         resume = plan.resume_for(target)
     argv = build_command(plan, resume, options.python)
     lines += [

@@ -57,10 +57,9 @@ def detect_host(environ: Mapping[str, str] | None = None) -> Host:
         on_colab = _looks_like_colab(env, content_dir)
     mounts = Path(env.get("BOOTSTRAP_MOUNTS_FILE", "/proc/mounts"))
     gpu_flag = _flag(env, "BOOTSTRAP_GPU")
-    if gpu_flag is None:
-        gpus = _detect_gpus()
-    else:
-        gpus = ("forced by BOOTSTRAP_GPU",) if gpu_flag else ()
+    gpus: tuple[str, ...] = _detect_gpus() if gpu_flag is None else ()
+    if gpu_flag:
+        gpus = ("forced by BOOTSTRAP_GPU",)
     return Host(
         on_colab=on_colab,
         content_dir=content_dir,
@@ -127,7 +126,9 @@ def _detect_gpus() -> tuple[str, ...]:
             ).stdout
         except (OSError, subprocess.SubprocessError):
             return ()
-        return tuple(ln.split(":", 1)[1].split("(")[0].strip() for ln in out.splitlines() if ":" in ln)
+        return tuple(
+            ln.split(":", 1)[1].split("(")[0].strip() for ln in out.splitlines() if ":" in ln
+        )
     return ()
 
 

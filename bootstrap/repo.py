@@ -131,7 +131,7 @@ def sync_repo(
             action = "cloned"
     except _git_error_type() as exc:
         raise _explain(exc, display, dest, token is not None, secrets) from None
-    log.info("%s %s at %s in %s", action, display, commit[:10], dest)
+    log.debug("%s %s at %s in %s", action, display, commit[:10], dest)
     return RepoResult(display, dest, commit, ref_name, action, time.monotonic() - started)
 
 

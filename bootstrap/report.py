@@ -23,7 +23,8 @@ class Step(Protocol):
 
 
 class Reporter(Protocol):
-    progress: ProgressFactory
+    @property
+    def progress(self) -> ProgressFactory: ...
 
     def step(self, title: str) -> contextlib.AbstractContextManager[Step]: ...
 

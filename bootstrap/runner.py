@@ -20,13 +20,12 @@ from pathlib import Path
 from bootstrap.data import stage_data
 from bootstrap.deps import install_requirements
 from bootstrap.errors import ExitCode, HostError, RepoError, UsageError
-from bootstrap.fsutil import Marker
 from bootstrap.host import Host, detect_host
 from bootstrap.mirror import find_checkpoints, newest_checkpoint, restore_checkpoints
 from bootstrap.plan import Plan, resolve_plan
 from bootstrap.recipe import load_recipe
-from bootstrap.report import Reporter, SilentReporter
 from bootstrap.repo import describe_url, sync_repo
+from bootstrap.report import Reporter, SilentReporter
 from bootstrap.runstate import FINISHED, RunState
 from bootstrap.supervise import Outcome, Supervisor
 
@@ -61,7 +60,11 @@ def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Pla
     )
     host = detect_host(env)
     plan = resolve_plan(
-        recipe, host, persist=options.persist, scratch=options.scratch, smoke=options.smoke,
+        recipe,
+        host,
+        persist=options.persist,
+        scratch=options.scratch,
+        smoke=options.smoke,
         environ=env,
     )
     check_gpu(plan)
@@ -71,7 +74,11 @@ def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Pla
 def check_gpu(plan: Plan) -> None:
     host: Host = plan.host
     if plan.recipe.gpu == "required" and not host.has_gpu and not plan.smoke:
-        hint = COLAB_GPU_FIX if host.on_colab else "run it on a machine with an NVIDIA GPU, or set gpu: optional"
+        hint = (
+            COLAB_GPU_FIX
+            if host.on_colab
+            else "run it on a machine with an NVIDIA GPU, or set gpu: optional"
+        )
         raise HostError("gpu: required, but this runtime has no GPU", hint=hint)
 
 
@@ -100,7 +107,11 @@ def execute(
         state = RunState(name=plan.name)
     setup(plan, state, options, ui, env)
     supervisor = Supervisor(
-        plan, state, output=ui.output, python=options.python, environ=env,
+        plan,
+        state,
+        output=ui.output,
+        python=options.python,
+        environ=env,
         mirror_interval=_mirror_interval(env),
     )
     with ui.step("train") as step:
@@ -151,23 +162,28 @@ def setup(
             progress=ui.progress,
         )
         held = ", ".join(f"{name} {version}" for name, version, _ in installed.held)
+        kept = f"; kept {held}" if held else ""
         if installed.skipped:
-            step.skip("requirements unchanged")
-        elif not installed.requirement_files and not inst.packages:
-            step.skip("nothing to install")
+            step.skip("requirements unchanged" + kept)
+        elif installed.installer == "none":
+            step.skip("nothing to install" + kept)
         else:
-            step.note(f"with {installed.installer}" + (f"; held {held}" if held else ""))
+            step.note(f"with {installed.installer}{kept}")
 
     for item in plan.data:
         with ui.step(f"data[{item.index}]") as step:
             staged = stage_data(
-                item.source, item.dest, sha256=item.sha256, state_dir=plan.state_dir,
+                item.source,
+                item.dest,
+                sha256=item.sha256,
+                state_dir=plan.state_dir,
                 progress=ui.progress,
             )
             if staged.skipped:
                 step.skip(f"already staged in {item.dest}")
             else:
-                step.note(f"{staged.files} files into {item.dest}")
+                files = "1 file" if staged.files == 1 else f"{staged.files} files"
+                step.note(f"{files} into {item.dest}")
 
     with ui.step("checkpoints") as step:
         restored = restore_checkpoints(plan.mirror_dir, plan.checkpoints, recipe.run.match)

@@ -160,7 +160,9 @@ class Supervisor:
                         how,
                         run.restarts - restarts_left,
                         run.restarts,
-                        f", resuming from {after.name}" if after and self.plan.resume_args is not None else "",
+                        f", resuming from {after.name}"
+                        if after and self.plan.resume_args is not None
+                        else "",
                     )
         finally:
             self.mirror.stop()
@@ -216,7 +218,9 @@ class Supervisor:
         while (code := proc.wait(_POLL)) is None:
             if self._force.is_set() or time.monotonic() >= end:
                 if not self._force.is_set():
-                    log.warning("the training did not stop within %s; ending it", format_duration(grace))
+                    log.warning(
+                        "the training did not stop within %s; ending it", format_duration(grace)
+                    )
                 proc.signal(signal.SIGKILL)
                 return proc.wait() or -signal.SIGKILL
         return code

@@ -9,6 +9,7 @@ carriage returns, so bars are drawn there too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -72,8 +73,14 @@ class _TqdmBar:
 
         scale = unit == "B"
         self._bar = tqdm(
-            total=total, desc=f"  {description}", unit=unit, unit_scale=scale,
-            unit_divisor=1024 if scale else 1000, file=stream, leave=False, dynamic_ncols=True,
+            total=total,
+            desc=f"  {description}",
+            unit=unit,
+            unit_scale=scale,
+            unit_divisor=1024 if scale else 1000,
+            file=stream,
+            leave=False,
+            dynamic_ncols=True,
         )
 
     def advance(self, amount: int) -> None:
@@ -154,3 +161,22 @@ class ConsoleReporter:
 
     def message(self, text: str, style: str = "") -> None:
         self.console.print(f"[{style}]{escape(text)}[/{style}]" if style else escape(text))
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Log records as short plain lines on the console: warnings stand out, info is quiet."""
+
+    _STYLES = {logging.DEBUG: "dim", logging.INFO: "dim", logging.WARNING: "yellow"}
+
+    def __init__(self, console: Console, level: int = logging.INFO):
+        super().__init__(level)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = escape(record.getMessage())
+            style = self._STYLES.get(record.levelno, "bold red")
+            prefix = "! " if record.levelno >= logging.WARNING else "  "
+            self.console.print(f"[{style}]{prefix}{text}[/{style}]")
+        except Exception:  # a log line must never take the run down
+            self.handleError(record)

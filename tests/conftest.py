@@ -25,7 +25,9 @@ class Sandbox:
     scratch: Path
     env: dict[str, str]
 
-    def cli(self, *args: str | os.PathLike[str], timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str | os.PathLike[str], timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "bootstrap", *map(str, args)],
             env={**self.env, **(env or {})},
@@ -35,7 +37,9 @@ class Sandbox:
             cwd=self.root,
         )
 
-    def popen(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str | os.PathLike[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "bootstrap", *map(str, args)],
             env={**self.env, **(env or {})},
@@ -57,9 +61,7 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     persist, scratch = tmp_path / "persist", tmp_path / "scratch"
     persist.mkdir()
     scratch.mkdir()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("BOOTSTRAP_", "COLAB_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOTSTRAP_", "COLAB_"))}
     env.update(
         BOOTSTRAP_PERSIST=str(persist),
         BOOTSTRAP_SCRATCH=str(scratch),
@@ -110,9 +112,12 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 60) ->
 def git(*args: str, cwd: Path) -> str:
     env = {
         **os.environ,
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
     }
     return subprocess.run(
         ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True

@@ -39,7 +39,7 @@ def test_round_trip_restores_objects_rng_and_step(tmp_path: Path) -> None:
     assert ckpt.restore(model=fresh_model, optimizer=fresh_optimizer) == 8
     assert (random.random(), float(np.random.rand())) == expected[:2]
     assert torch.equal(torch.rand(3), expected[2])
-    for a, b in zip(model.parameters(), fresh_model.parameters()):
+    for a, b in zip(model.parameters(), fresh_model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert fresh_optimizer.state_dict()["state"][0]["step"] == 1
 
@@ -62,7 +62,9 @@ def test_keeps_newest_generations_only(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # no temp files left behind
 
 
-def test_torn_newest_falls_back_to_previous(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_torn_newest_falls_back_to_previous(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     model, _ = _model_and_optimizer()
     ckpt = Checkpointer(tmp_path)
     ckpt.save(1, model=model)

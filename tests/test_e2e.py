@@ -154,7 +154,11 @@ def test_parent_never_imports_torch(sandbox: Sandbox, demo: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(demo), "--set", "run.args[5]=1"],
-        env=sandbox.env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env=sandbox.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert "PARENT-CLEAN 0" in result.stdout, result.stdout + result.stderr
     assert "epoch 0: loss" in result.stdout  # the child did import torch and train

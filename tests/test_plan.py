@@ -12,8 +12,13 @@ from bootstrap.plan import resolve_plan
 from bootstrap.recipe import load_recipe
 from tests.conftest import write_recipe
 
-LAPTOP = Host(on_colab=False, content_dir=Path("/nonexistent"), drive_mounted=False,
-              gpu_names=(), boot_time=0.0)
+LAPTOP = Host(
+    on_colab=False,
+    content_dir=Path("/nonexistent"),
+    drive_mounted=False,
+    gpu_names=(),
+    boot_time=0.0,
+)
 
 RECIPE = """\
 name: exp-1
@@ -31,8 +36,13 @@ run:
 
 
 def _colab(tmp_path: Path, *, mounted: bool) -> Host:
-    return Host(on_colab=True, content_dir=tmp_path / "content", drive_mounted=mounted,
-                gpu_names=("T4",), boot_time=1000.0)
+    return Host(
+        on_colab=True,
+        content_dir=tmp_path / "content",
+        drive_mounted=mounted,
+        gpu_names=("T4",),
+        boot_time=1000.0,
+    )
 
 
 def test_every_placeholder_resolves(tmp_path: Path) -> None:
@@ -47,11 +57,19 @@ def test_every_placeholder_resolves(tmp_path: Path) -> None:
     assert plan.data[0].dest == Path("/s/datasets")
     assert plan.data[1].source == "https://example.com/b.zip"
     assert plan.data[1].dest == Path("/s/data")
-    assert plan.args == ("--data", "/s/datasets", "--out", "/s/checkpoints/exp-1",
-                         "--home", "/home/x")
+    assert plan.args == (
+        "--data",
+        "/s/datasets",
+        "--out",
+        "/s/checkpoints/exp-1",
+        "--home",
+        "/home/x",
+    )
     assert plan.env == {"RUN_DIR": "/p/runs/exp-1"}
     assert plan.resume_for(Path("/s/checkpoints/exp-1/e3.pt")) == [
-        "--resume", "/s/checkpoints/exp-1/e3.pt"]
+        "--resume",
+        "/s/checkpoints/exp-1/e3.pt",
+    ]
     assert plan.deadline == 50.0 + 3600  # off Colab: from the start of the run
 
 
@@ -80,7 +98,9 @@ def test_colab_without_drive_stops_with_the_cell_to_run(tmp_path: Path) -> None:
         resolve_plan(recipe, _colab(tmp_path, mounted=False), environ={})
     assert "drive.mount('/content/drive')" in str(caught.value.hint)
     # --smoke never needs Drive, and an explicit persist does not either
-    assert resolve_plan(recipe, _colab(tmp_path, mounted=False), smoke=True,
-                        environ={"HOME": str(tmp_path)}).persist.is_relative_to(tmp_path)
-    assert resolve_plan(recipe, _colab(tmp_path, mounted=False), persist="/x",
-                        environ={}).persist == Path("/x")
+    assert resolve_plan(
+        recipe, _colab(tmp_path, mounted=False), smoke=True, environ={"HOME": str(tmp_path)}
+    ).persist.is_relative_to(tmp_path)
+    assert resolve_plan(
+        recipe, _colab(tmp_path, mounted=False), persist="/x", environ={}
+    ).persist == Path("/x")
