@@ -1,7 +1,8 @@
 """colab-bootstrap: from a YAML recipe to a supervised, resumable training run.
 
-Command line: ``python -m bootstrap recipe.yaml``. From Python: ``bootstrap.run_recipe``.
-Importing the package does nothing else: names are loaded on first use, and torch never is.
+Command line: ``python -m bootstrap recipe.yaml``. From Python: ``bootstrap.run(recipe)``, or
+``bootstrap.prepare(recipe)`` to set up in a notebook kernel and train there. Importing the
+package does nothing else: names are loaded on first use (torch only with ``Checkpointer``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ _LAZY = {
     "load_recipe": "bootstrap.recipe",
     "BootstrapError": "bootstrap.errors",
     "ExitCode": "bootstrap.errors",
+    "Checkpointer": "bootstrap.checkpoint",
+    "prepare": "bootstrap.notebook",
+    "run": "bootstrap.notebook",
 }
 
 if TYPE_CHECKING:
+    from bootstrap.checkpoint import Checkpointer
     from bootstrap.errors import BootstrapError, ExitCode
+    from bootstrap.notebook import prepare, run
     from bootstrap.recipe import load_recipe
     from bootstrap.runner import Options, run_recipe
 
@@ -33,4 +39,13 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["BootstrapError", "ExitCode", "Options", "load_recipe", "run_recipe"]
+__all__ = [
+    "BootstrapError",
+    "Checkpointer",
+    "ExitCode",
+    "Options",
+    "load_recipe",
+    "prepare",
+    "run",
+    "run_recipe",
+]

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 # A restarted attempt that dies this soon, having written no checkpoint, is a crash loop.
 CRASH_LOOP_SECONDS = 60.0
 _POLL = 0.1
+# How long the last mirror pass may take: a large checkpoint on a slow Drive, but bounded.
+FINAL_MIRROR_SECONDS = 300.0
+FORCED_MIRROR_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Supervisor:
         )
         self._stop_reason: str | None = None
         self._force = threading.Event()
+        self._mirrored = False
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -165,7 +169,8 @@ class Supervisor:
                         else "",
                     )
         finally:
-            self.mirror.stop()
+            if not self._mirrored:  # an unexpected error: still save what can be saved
+                self.mirror.stop(timeout=self._final_mirror_timeout())
 
     def _attempt(self, resume: list[str], resumed_from: Path | None) -> int:
         number = len(self.state.attempts) + 1
@@ -225,6 +230,10 @@ class Supervisor:
                 return proc.wait() or -signal.SIGKILL
         return code
 
+    def _final_mirror_timeout(self) -> float:
+        # After a second Stop, Colab kills us within a second: do what fits.
+        return FORCED_MIRROR_SECONDS if self._force.is_set() else FINAL_MIRROR_SECONDS
+
     def _deadline_passed(self) -> bool:
         return self.plan.deadline is not None and self.clock() >= self.plan.deadline
 
@@ -238,7 +247,16 @@ class Supervisor:
     def _finish(
         self, status: str, attempts: int, first_resume: Path | None, reason: str = ""
     ) -> Outcome:
-        self.mirror.stop()  # the final mirror pass, before the state says we are done
+        # The final mirror pass, before the state says we are done. Bounded: a hung Drive
+        # must not hang the cell forever (the files stay on scratch and in the next run).
+        report = self.mirror.stop(timeout=self._final_mirror_timeout())
+        self._mirrored = True
+        if report is not None and report.pending:
+            log.warning(
+                "%d checkpoint file(s) could not be mirrored to %s before exiting",
+                len(report.pending),
+                self.plan.mirror_dir,
+            )
         self.state.status = status
         self.state.save(self.plan.state_file)
         last = newest_checkpoint(self.plan.checkpoints, self.plan.recipe.run.match)

@@ -119,7 +119,7 @@ class ConsoleReporter:
         bars: bool | None = None,
     ):
         self._stream = stream or sys.stderr
-        self._out = out or sys.stdout.buffer
+        self._out = out
         self.console = Console(file=self._stream, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self._bars = self.console.is_terminal if bars is None else bars
@@ -156,8 +156,18 @@ class ConsoleReporter:
         self.console.print(f"{mark} {title:<12} {escape(text)} [dim]({seconds:.1f} s)[/dim]")
 
     def output(self, chunk: bytes) -> None:
-        self._out.write(chunk)
-        self._out.flush()
+        if self._out is not None:
+            self._out.write(chunk)
+            self._out.flush()
+            return
+        # A notebook kernel's sys.stdout is a text stream with no byte buffer underneath.
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is not None:
+            buffer.write(chunk)
+            buffer.flush()
+        else:
+            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            sys.stdout.flush()
 
     def message(self, text: str, style: str = "") -> None:
         self.console.print(f"[{style}]{escape(text)}[/{style}]" if style else escape(text))

@@ -1,0 +1,187 @@
+"""The notebook API: set a recipe up inside the current Python process (a Colab kernel).
+
+    import bootstrap
+    env = bootstrap.prepare("/content/drive/MyDrive/recipes/my-run.yaml")
+    from train import my_training_method          # {repo} is on sys.path now
+    my_training_method(data_root=env.data[0], checkpoint=env.checkpointer())
+
+``prepare`` does steps 1-6 of a run (recipe, host, repo, install, data, restore) here, where
+``sys.path`` and Drive mounting matter, and starts a background thread that mirrors new
+checkpoints to persist while the kernel trains. ``run`` does the whole recipe, training
+included, in a supervised child process, exactly like ``python -m bootstrap``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from bootstrap.errors import HostError
+from bootstrap.runner import Options, execute, make_plan, setup
+from bootstrap.runstate import RunState
+
+if TYPE_CHECKING:
+    from bootstrap.checkpoint import Checkpointer
+    from bootstrap.mirror import CheckpointMirror
+    from bootstrap.plan import Plan
+    from bootstrap.supervise import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Every resolved path of a prepared recipe."""
+
+    plan: Plan
+    persist: Path
+    scratch: Path
+    run_dir: Path
+    repo: Path
+    checkpoints: Path
+    data: list[Path]
+    commit: str | None
+    mirror: CheckpointMirror | None = field(default=None, repr=False)
+
+    def checkpointer(self, keep: int = 3, **kwargs: Any) -> Checkpointer:
+        """A Checkpointer bound to the recipe's run.checkpoints (imports torch)."""
+        from bootstrap.checkpoint import Checkpointer
+
+        return Checkpointer(self.checkpoints, keep, **kwargs)
+
+    def sync(self) -> None:
+        """Stop the background mirror after one last pass (also done at interpreter exit)."""
+        if self.mirror is not None:
+            self.mirror.stop(timeout=300)
+            self.mirror = None
+
+
+def _options(
+    recipe: str | os.PathLike[str],
+    profile: str | None,
+    smoke: bool,
+    overrides: Mapping[str, Any] | None,
+    persist: str | None,
+    scratch: str | None,
+    fresh: bool = False,
+) -> Options:
+    sets = tuple(f"{key}={_as_yaml(value)}" for key, value in (overrides or {}).items())
+    return Options(
+        recipe=Path(recipe),
+        profile=profile,
+        smoke=smoke,
+        sets=sets,
+        persist=persist,
+        scratch=scratch,
+        fresh=fresh,
+    )
+
+
+def _as_yaml(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return text.removesuffix("...").strip()  # safe_dump ends a bare scalar with "..."
+
+
+def prepare(
+    recipe: str | os.PathLike[str],
+    *,
+    profile: str | None = None,
+    smoke: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    persist: str | None = None,
+    scratch: str | None = None,
+    mount_drive: bool = True,
+    mirror: bool = True,
+    reporter: Any = None,
+) -> Prepared:
+    """Steps 1-6 of RECIPE.md in this process; ``{repo}`` goes first on ``sys.path``.
+
+    ``overrides`` maps dotted keys to values, like ``--set``: ``{"run.restarts": 5}``.
+    """
+    options = _options(recipe, profile, smoke, overrides, persist, scratch)
+    try:
+        plan = make_plan(options)
+    except HostError:
+        if not (mount_drive and _mount_drive_in_kernel()):
+            raise
+        plan = make_plan(options)  # Drive is mounted now
+    state = RunState.load(plan.state_file, plan.name)
+    setup(plan, state, options, reporter or _default_reporter(), os.environ)
+    repo = str(plan.work_dir)
+    if repo in sys.path:
+        sys.path.remove(repo)
+    sys.path.insert(0, repo)
+    # Scripts and Checkpointer.from_env() called from this kernel find the run's folders.
+    os.environ["BOOTSTRAP_RUN_DIR"] = str(plan.run_dir)
+    os.environ["BOOTSTRAP_CHECKPOINTS"] = str(plan.checkpoints)
+    prepared = Prepared(
+        plan=plan,
+        persist=plan.persist,
+        scratch=plan.scratch,
+        run_dir=plan.run_dir,
+        repo=plan.work_dir,
+        checkpoints=plan.checkpoints,
+        data=[d.dest for d in plan.data],
+        commit=state.commit,
+    )
+    if mirror:
+        from bootstrap.mirror import CheckpointMirror
+
+        plan.checkpoints.mkdir(parents=True, exist_ok=True)
+        prepared.mirror = CheckpointMirror(plan.checkpoints, plan.mirror_dir, plan.recipe.run.match)
+        prepared.mirror.start()
+        atexit.register(prepared.sync)
+    return prepared
+
+
+def run(
+    recipe: str | os.PathLike[str],
+    *,
+    profile: str | None = None,
+    smoke: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    persist: str | None = None,
+    scratch: str | None = None,
+    fresh: bool = False,
+    mount_drive: bool = True,
+    reporter: Any = None,
+) -> Outcome:
+    """The whole recipe, training included, like ``python -m bootstrap``; returns the outcome."""
+    options = _options(recipe, profile, smoke, overrides, persist, scratch, fresh)
+    try:
+        plan = make_plan(options)
+    except HostError:
+        if not (mount_drive and _mount_drive_in_kernel()):
+            raise
+        plan = make_plan(options)
+    return execute(plan, options, reporter or _default_reporter())
+
+
+def _default_reporter() -> Any:
+    from bootstrap.ui import ConsoleReporter
+
+    return ConsoleReporter(stream=sys.stdout)
+
+
+def _mount_drive_in_kernel() -> bool:
+    """Mount Drive, but only inside a Colab notebook kernel, where that can work."""
+    if "google.colab" not in sys.modules or "ipykernel" not in sys.modules:
+        return False
+    try:
+        from google.colab import drive  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    log.info("mounting Google Drive at /content/drive")
+    drive.mount("/content/drive")
+    return True
+
+
+__all__: Sequence[str] = ["Prepared", "prepare", "run"]

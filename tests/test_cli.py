@@ -1,0 +1,149 @@
+"""The CLI as a user meets it: one-line errors, exit codes, no tracebacks, no side effects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, Sandbox, write_recipe
+
+GOOD = "name: t\nrepo: {url: repo}\ninstall: {requirements: []}\nrun: {script: train.py}\n"
+
+
+def _repo(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    (tmp_path / "repo" / "train.py").write_text("print('trained')\n")
+
+
+def _persist_is_empty(sandbox: Sandbox) -> bool:
+    return not any(sandbox.persist.iterdir()) and not any(sandbox.scratch.iterdir())
+
+
+def test_help_lists_exit_codes_without_importing_the_library() -> None:
+    probe = (
+        "import sys\n"
+        "from bootstrap.cli import build_parser\n"
+        "text = build_parser().format_help()\n"
+        "assert 'exit codes' in text and '130 interrupted' in text, text\n"
+        "heavy = ('torch', 'git', 'pydantic', 'bootstrap.runner')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert "HEAVY []" in out.stdout
+
+
+def test_bad_recipe_exit_2_all_problems_no_traceback(sandbox: Sandbox, tmp_path: Path) -> None:
+    recipe = write_recipe(
+        tmp_path / "bad.yaml",
+        "name: t\nrepo: {url: repo}\nrun:\n  script: train.py\n  restarts: three\n  resartz: 1\n",
+    )
+    result = sandbox.cli(recipe)
+    assert result.returncode == 2
+    assert f"{recipe}:5: run.restarts: " in result.stderr
+    assert f"{recipe}:6: run.resartz: " in result.stderr and "did you mean" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _persist_is_empty(sandbox)
+
+
+def test_bad_set_override_exit_2(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD)
+    result = sandbox.cli(recipe, "--set", "run.restarts")
+    assert result.returncode == 2 and "--set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_profile_exit_2(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD)
+    result = sandbox.cli(recipe, "--profile", "nope")
+    assert result.returncode == 2 and "nope" in result.stderr
+
+
+def test_colab_without_drive_stops_before_any_work(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD)
+    env = {k: v for k, v in sandbox.env.items() if k != "BOOTSTRAP_PERSIST"}
+    env.update(BOOTSTRAP_COLAB="1", BOOTSTRAP_CONTENT_DIR=str(tmp_path / "content"))
+    result = subprocess.run(
+        [sys.executable, "-m", "bootstrap", str(recipe)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert "Google Drive is not mounted" in result.stderr
+    assert "from google.colab import drive; drive.mount('/content/drive')" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _persist_is_empty(sandbox)
+
+
+def test_smoke_needs_neither_drive_nor_gpu(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD + "gpu: required\n")
+    env = {k: v for k, v in sandbox.env.items() if k != "BOOTSTRAP_PERSIST"}
+    env.update(
+        BOOTSTRAP_COLAB="1",
+        BOOTSTRAP_CONTENT_DIR=str(tmp_path / "content"),
+        HOME=str(tmp_path / "home"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bootstrap", str(recipe), "--smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "trained" in result.stdout
+
+
+def test_gpu_required_without_gpu_exit_3_with_the_fix(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD + "gpu: required\n")
+    result = sandbox.cli(recipe, env={"BOOTSTRAP_COLAB": "1"})
+    assert result.returncode == 3
+    assert "gpu: required, but this runtime has no GPU" in result.stderr
+    assert "Change runtime type" in result.stderr
+    assert _persist_is_empty(sandbox)
+
+
+def test_missing_data_source_exit_3_one_line(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD + "data: [{source: nowhere.tar.gz}]\n")
+    result = sandbox.cli(recipe)
+    assert result.returncode == 3
+    assert "nowhere.tar.gz" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "trained" not in result.stdout
+
+
+def test_verbose_shows_the_traceback(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD + "data: [{source: nowhere.tar.gz}]\n")
+    result = sandbox.cli(recipe, "--verbose")
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr
+
+
+def test_quiet_prints_only_the_training_and_the_outcome(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD)
+    result = sandbox.cli(recipe, "--quiet")
+    assert result.returncode == 0
+    assert result.stdout == "trained\n"
+    assert "✓" not in result.stderr
+
+
+def test_plain_output_has_no_escape_codes(sandbox: Sandbox, tmp_path: Path) -> None:
+    _repo(tmp_path)
+    recipe = write_recipe(tmp_path / "r.yaml", GOOD)
+    result = sandbox.cli(recipe)
+    assert result.returncode == 0
+    assert "\x1b[" not in result.stderr + result.stdout
+    assert "✓ repo" in result.stderr

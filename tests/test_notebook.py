@@ -1,0 +1,54 @@
+"""The notebook API in this process: prepare() then import the repo's code; run()."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import bootstrap
+from tests.conftest import Sandbox
+
+
+@pytest.fixture
+def kernel(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """This process as a notebook kernel would be: the sandbox's environment, clean sys.path."""
+    for key, value in sandbox.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield sandbox
+    sys.modules.pop("train", None)
+
+
+def test_prepare_sets_up_and_puts_the_repo_on_sys_path(kernel: Sandbox, demo: Path) -> None:
+    env = bootstrap.prepare(demo)
+    try:
+        assert env.repo == kernel.scratch / "repos" / "demo"
+        assert sys.path[0] == str(env.repo)
+        assert (env.data[0] / "toy" / "train.csv").is_file()
+        import train  # the repo's own module, found through sys.path
+
+        assert Path(train.__file__).parent == env.repo
+        model = train.nn.Linear(4, 1)
+        env.checkpointer().save(0, model=model)
+    finally:
+        env.sync()  # the background mirror's last pass
+    assert (env.run_dir / "checkpoints" / "step-000000000.pt").is_file()
+    assert env.commit
+
+
+def test_prepare_twice_skips_what_is_done(kernel: Sandbox, demo: Path) -> None:
+    bootstrap.prepare(demo, mirror=False)
+    staged = kernel.scratch / "datasets" / "demo" / "toy" / "train.csv"
+    before = staged.stat().st_mtime_ns
+    bootstrap.prepare(demo, mirror=False)
+    assert staged.stat().st_mtime_ns == before
+
+
+def test_run_trains_in_a_supervised_child(kernel: Sandbox, demo: Path) -> None:
+    outcome = bootstrap.run(demo, overrides={"run.args[5]": "2"})
+    assert outcome.exit_code == 0, outcome.message
+    assert outcome.last_checkpoint is not None
+    assert outcome.last_checkpoint.name == "epoch-001.pt"
