@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train again from scratch (earlier checkpoints are set aside)",
     )
     parser.add_argument(
+        "--status",
+        action="store_true",
+        help="show this recipe's run: attempts, the last checkpoint, the logs",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the resolved plan and change nothing"
     )
     noise = parser.add_mutually_exclusive_group()
@@ -114,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug_log: Path | None = None
     try:
         plan = make_plan(options)
+        if args.status:
+            from bootstrap.status import describe_status
+
+            sys.stdout.write("\n".join(describe_status(plan)) + "\n")
+            return ExitCode.FINISHED
         if args.dry_run:
             sys.stdout.write("\n".join(describe_plan(plan, options)) + "\n")
             return ExitCode.FINISHED

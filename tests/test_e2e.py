@@ -50,6 +50,12 @@ def test_demo_finishes_and_second_run_says_finished(sandbox: Sandbox, demo: Path
     logs = list((sandbox.persist / "runs/demo/logs").glob("attempt-*.log"))
     assert len(logs) == 1 and "epoch 3: loss" in logs[0].read_text()
 
+    status = sandbox.cli(demo, "--status")
+    assert status.returncode == 0, status.stderr
+    assert "demo: finished" in status.stdout and "attempts     1" in status.stdout
+    assert "epoch-003.pt" in status.stdout and "(mirrored" not in status.stdout
+    assert "; mirrored)" in status.stdout
+
     second = sandbox.cli(demo)
     assert second.returncode == 0
     assert "already finished" in second.stderr
