@@ -178,3 +178,27 @@ def test_dry_run_has_no_side_effects(sandbox: Sandbox, demo: Path) -> None:
     assert str(sandbox.persist / "runs" / "demo") in result.stdout
     assert "train.py" in result.stdout
     assert sorted(sandbox.root.rglob("*")) == before
+
+
+def test_smoke_workflow_script_passes_on_the_shipped_recipes(sandbox: Sandbox, demo: Path) -> None:
+    """The users' CI template, run for real: its loop over recipes/*.yaml with --smoke."""
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / "recipes/smoke-workflow.yml").read_text(encoding="utf-8"))
+    steps = workflow["jobs"]["smoke"]["steps"]
+    script = next(s["run"] for s in steps if s.get("name", "").startswith("Run every recipe"))
+    bindir = sandbox.root / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "python"  # `python` on PATH is this test's interpreter, venv and all
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {
+        **sandbox.env,
+        "RECIPES": f"{demo.parent}/*.yaml",
+        "PATH": f"{bindir}:{sandbox.env['PATH']}",
+    }
+    result = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "training finished" in result.stdout

@@ -34,3 +34,13 @@ def test_shipped_recipes_declare_the_schema() -> None:
     for path in RECIPES.glob("*.yaml"):
         first = path.read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("# yaml-language-server: $schema="), path
+
+
+def test_smoke_workflow_template_runs_every_recipe_with_smoke() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((RECIPES / "smoke-workflow.yml").read_text(encoding="utf-8"))
+    steps = workflow["jobs"]["smoke"]["steps"]
+    script = next(s["run"] for s in steps if s.get("name", "").startswith("Run every recipe"))
+    assert 'python -m bootstrap "$recipe" --smoke' in script
+    assert "BOOTSTRAP_PERSIST" in workflow["jobs"]["smoke"]["env"]
