@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bootstrap.durations import format_duration
 from bootstrap.errors import ExitCode
+from bootstrap.faults import persist_fault_hook
 from bootstrap.launch import OutputSink, TrainingProcess, build_command, child_environment
 from bootstrap.mirror import CheckpointMirror, newest_checkpoint
 from bootstrap.plan import Plan
@@ -73,7 +74,11 @@ class Supervisor:
         self.environ = dict(os.environ if environ is None else environ)
         self.clock = clock
         self.mirror = CheckpointMirror(
-            plan.checkpoints, plan.mirror_dir, plan.recipe.run.match, interval=mirror_interval
+            plan.checkpoints,
+            plan.mirror_dir,
+            plan.recipe.run.match,
+            interval=mirror_interval,
+            fault_hook=persist_fault_hook(self.environ),
         )
         self._stop_reason: str | None = None
         self._force = threading.Event()
@@ -249,14 +254,9 @@ class Supervisor:
     ) -> Outcome:
         # The final mirror pass, before the state says we are done. Bounded: a hung Drive
         # must not hang the cell forever (the files stay on scratch and in the next run).
-        report = self.mirror.stop(timeout=self._final_mirror_timeout())
+        # (the mirror itself warns about anything it could not copy)
+        self.mirror.stop(timeout=self._final_mirror_timeout())
         self._mirrored = True
-        if report is not None and report.pending:
-            log.warning(
-                "%d checkpoint file(s) could not be mirrored to %s before exiting",
-                len(report.pending),
-                self.plan.mirror_dir,
-            )
         self.state.status = status
         self.state.save(self.plan.state_file)
         last = newest_checkpoint(self.plan.checkpoints, self.plan.recipe.run.match)

@@ -202,3 +202,20 @@ def test_smoke_workflow_script_passes_on_the_shipped_recipes(sandbox: Sandbox, d
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "training finished" in result.stdout
+
+
+def test_persist_failing_for_a_while_does_not_stop_training(sandbox: Sandbox, demo: Path) -> None:
+    """Drive drops (ENOTCONN) for the first seconds: one warning, the mirror catches up."""
+    import torch
+
+    result = sandbox.cli(
+        demo, "--set", "run.args[5]=12", env={"BOOTSTRAP_FAULT_PERSIST": "ENOTCONN:1.5"}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.count("persist is failing") == 1
+    assert "Transport endpoint is not connected" in result.stderr
+    mirror = sandbox.persist / "runs/demo/checkpoints"
+    mirrored = sorted(p.name for p in mirror.glob("*.pt"))
+    assert mirrored == [f"epoch-{i:03d}.pt" for i in range(12)]
+    for path in mirror.glob("*.pt"):
+        assert torch.load(path, weights_only=True)["epoch"] >= 0  # complete, loadable
