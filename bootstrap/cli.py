@@ -153,8 +153,8 @@ def _print_error(
     reporter: ConsoleReporter, exc: BootstrapError, verbose: bool, debug_log: Path | None
 ) -> None:
     reporter.message(f"error: {exc.message}", style="bold red")
-    if exc.details:
-        reporter.message(exc.details.rstrip())
+    if exc.details:  # e.g. the installer's last lines; indented so they read as quoted
+        reporter.message("\n".join(f"  | {line}" for line in exc.details.rstrip().splitlines()))
     if exc.hint:
         reporter.message(f"fix: {exc.hint}", style="yellow")
     if verbose:
