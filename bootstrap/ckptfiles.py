@@ -1,6 +1,6 @@
-"""Checkpoint files on disk: which files are checkpoints, whether one looks complete, a
-verified atomic copy that never leaves a torn file where a good one was, restoring a mirror to
-scratch, and the mirror's manifest.
+"""Checkpoint files on disk: which files are checkpoints, whether one looks complete, and a
+verified atomic copy that never leaves a torn file where a good one was. Restoring a mirror and
+its manifest are in ``bootstrap.mirror_restore``.
 
 Nothing here imports torch: a torch checkpoint is recognised as a zip archive (the format
 ``torch.save`` has written by default since torch 1.6), and checked by opening its central
@@ -12,21 +12,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import stat
 import struct
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeAlias
+from typing import BinaryIO, TypeAlias
 
-from bootstrap.errors import StepError
-from bootstrap.fsutil import atomic_write_json, fsync_dir, read_json
-
-log = logging.getLogger(__name__)
+from bootstrap.fsutil import fsync_dir
 
 MANIFEST_NAME = ".bootstrap-mirror.json"
 TEMP_PREFIX = ".mirror-"  # our temp files: hidden, so discovery skips them everywhere
@@ -254,97 +249,3 @@ def remove_stale_temps(root: Path) -> int:
             path.unlink()
             removed += 1
     return removed
-
-
-# -- restoring a mirror onto a new VM --------------------------------------------------------
-
-# Drive and similar filesystems may keep coarser modification times than scratch.
-_MTIME_SLACK_NS = 1_000_000_000
-
-
-def restore_checkpoints(persist_dir: Path, scratch_dir: Path, match: Match) -> list[Path]:
-    """Copy mirrored checkpoints back to scratch where scratch lacks them, holds a torn copy or
-    an older version (a new VM). Keeps relative paths and modification times; each file is
-    replaced atomically. Returns the restored files (under ``scratch_dir``)."""
-    persist_dir, scratch_dir = Path(persist_dir), Path(scratch_dir)
-    restored: list[Path] = []
-    current: Path | None = None
-    try:
-        for current in find_checkpoints(persist_dir, match):
-            target = scratch_dir / current.relative_to(persist_dir)
-            key = stamp(current.stat())
-            if not _needs_restore(key, target):
-                continue
-            if not is_complete(current):
-                log.warning("not restoring %s: it looks incomplete", current)
-                continue
-            try:
-                copy_verified(current, target, expect=key)
-            except SourceChanged:
-                log.warning("not restoring %s: it changed while it was copied", current)
-                continue
-            restored.append(target)
-    except (OSError, SourceError) as error:
-        raise StepError(
-            f"could not restore checkpoints from {current or persist_dir} to {scratch_dir}: "
-            f"{error}",
-            hint="check that persist (Google Drive) is mounted and readable and that scratch "
-            "has free space, then run the same command again",
-        ) from error
-    return restored
-
-
-def _needs_restore(key: tuple[int, int], target: Path) -> bool:
-    try:
-        mtime_ns = target.stat().st_mtime_ns
-    except FileNotFoundError:
-        return True
-    # Scratch is newer than the mirror unless it lost the file, or a crash tore it.
-    return not is_complete(target) or key[1] - mtime_ns > _MTIME_SLACK_NS
-
-
-# -- the manifest: what the mirror holds -------------------------------------------------------
-
-
-def load_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest's files ({relative posix path: {"size", "mtime_ns"}}); {} when it is
-    missing or damaged. Other OSErrors propagate: persist is failing."""
-    try:
-        stored = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-    files = stored.get("files") if isinstance(stored, dict) else None
-    return (
-        {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
-    )
-
-
-def write_manifest(folder: Path, files: dict[str, Any]) -> None:
-    atomic_write_json(
-        Path(folder) / MANIFEST_NAME, {"version": 1, "updated": time.time(), "files": files}
-    )
-
-
-def mirror_status(dst: Path) -> dict[str, Any]:
-    """What the manifest in ``dst`` says is mirrored, and whether each file is still there:
-    ``{"updated": epoch seconds or None, "files": {relative path: {"size", "mtime_ns",
-    "present"}}}``. Never raises."""
-    dst = Path(dst)
-    stored = read_json(dst / MANIFEST_NAME)
-    try:
-        files = load_manifest(dst)
-    except OSError:
-        files = {}
-    status: dict[str, Any] = {}
-    for rel, entry in sorted(files.items()):
-        try:
-            present = os.stat(dst / rel).st_size == entry.get("size")
-        except OSError:
-            present = False
-        status[rel] = {
-            "size": entry.get("size"),
-            "mtime_ns": entry.get("mtime_ns"),
-            "present": present,
-        }
-    updated = stored.get("updated") if isinstance(stored, dict) else None
-    return {"updated": updated, "files": status}

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.deps import InstallResult, _logical_lines, _name_of, install_requirements
+from bootstrap.deps import InstallResult, install_requirements
 from bootstrap.errors import InstallError
+from bootstrap.reqfile import logical_lines, name_of
 
 STATUS = (
     "import json, sys\nfrom importlib import metadata\nout = {}\nfor n in sys.argv[1:]:\n"
@@ -319,9 +320,9 @@ def test_pip_is_used_when_asked(target: Target) -> None:
     ],
 )
 def test_name_of(spec: str, name: str | None) -> None:
-    assert _name_of(spec) == name
+    assert name_of(spec) == name
 
 
 def test_logical_lines_join_continuations_and_drop_comments() -> None:
     text = "# head\nalpha \\\n  >=1.0  # why\n\nurl#egg=x\n  # indented\nbeta \\\n"
-    assert list(_logical_lines(text)) == [(2, "alpha   >=1.0"), (5, "url#egg=x"), (7, "beta")]
+    assert list(logical_lines(text)) == [(2, "alpha   >=1.0"), (5, "url#egg=x"), (7, "beta")]
