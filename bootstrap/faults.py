@@ -2,6 +2,7 @@
 
     BOOTSTRAP_FAULT_PERSIST=ENOTCONN:30    every persist write fails with ENOTCONN for 30 s
     BOOTSTRAP_FAULT_PERSIST=EIO:5          ... with EIO for 5 s
+    BOOTSTRAP_FAULT_PERSIST=SLOW:0.2       every persist write takes 0.2 s longer (a slow Drive)
 
 The clock starts at the first persist write the mirror attempts, so a drill does not depend
 on how long the training takes to write its first checkpoint. This is how Drive behaves
@@ -31,7 +32,7 @@ def persist_fault_hook(
     if not raw:
         return None
     name, _, seconds = raw.partition(":")
-    code = getattr(errno, name.upper(), None)
+    code = -1 if name.upper() == "SLOW" else getattr(errno, name.upper(), None)
     try:
         duration = float(seconds)
     except ValueError:
@@ -41,6 +42,14 @@ def persist_fault_hook(
             f"{ENV}={raw!r} is not ERRNO:SECONDS",
             hint=f"e.g. {ENV}=ENOTCONN:30, or unset it",
         )
+    if code == -1:
+
+        def slow(operation: str, path: Path) -> None:
+            if operation in _WRITES:
+                time.sleep(duration)
+
+        return slow
+
     window: list[float] = []  # [end of the failure window], set on the first write
 
     def hook(operation: str, path: Path) -> None:

@@ -60,10 +60,12 @@ def main() -> None:
         if crash_at and int(crash_at) == epoch and not flag.exists():
             flag.write_text("1")
             raise RuntimeError(f"simulated crash at epoch {epoch}")
-        torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
-            args.logdir / f"epoch-{epoch:03d}.pt",
-        )
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
+        # Test hook: pad checkpoints to a given size, as a real model's would be.
+        pad = int(os.environ.get("DEMO_PAD_BYTES", "0"))
+        if pad:
+            state["pad"] = torch.zeros(pad // 4)
+        torch.save(state, args.logdir / f"epoch-{epoch:03d}.pt")
         print(f"epoch {epoch}: loss {loss.item():.4f}", flush=True)
     print("training finished", flush=True)
 
