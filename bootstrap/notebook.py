@@ -107,12 +107,7 @@ def prepare(
     ``overrides`` maps dotted keys to values, like ``--set``: ``{"run.restarts": 5}``.
     """
     options = _options(recipe, profile, smoke, overrides, persist, scratch)
-    try:
-        plan = make_plan(options)
-    except HostError:
-        if not (mount_drive and _mount_drive_in_kernel()):
-            raise
-        plan = make_plan(options)  # Drive is mounted now
+    plan = _plan(options, mount_drive)
     state = RunState.load(plan.state_file, plan.name)
     setup(plan, state, options, reporter or _default_reporter(), os.environ)
     repo = str(plan.work_dir)
@@ -156,13 +151,18 @@ def run(
 ) -> Outcome:
     """The whole recipe, training included, like ``python -m bootstrap``; returns the outcome."""
     options = _options(recipe, profile, smoke, overrides, persist, scratch, fresh)
+    plan = _plan(options, mount_drive)
+    return execute(plan, options, reporter or _default_reporter())
+
+
+def _plan(options: Options, mount_drive: bool) -> Plan:
+    """make_plan, mounting Drive first when it is missing and this is a Colab kernel."""
     try:
-        plan = make_plan(options)
+        return make_plan(options)
     except HostError:
         if not (mount_drive and _mount_drive_in_kernel()):
             raise
-        plan = make_plan(options)
-    return execute(plan, options, reporter or _default_reporter())
+        return make_plan(options)  # Drive is mounted now
 
 
 def _default_reporter() -> Any:
