@@ -53,9 +53,16 @@ def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
     env["BOOTSTRAP_RECIPE_NAME"] = plan.name
     if plan.deadline is not None:
         env["BOOTSTRAP_DEADLINE"] = repr(plan.deadline)
-    if plan.recipe.run.entry_kind == "callable":
+    # Stale values from an outer environment must not turn a plain call into loop mode.
+    for name in ("BOOTSTRAP_CALLABLE", "BOOTSTRAP_KWARGS", "BOOTSTRAP_SETUP", "BOOTSTRAP_EPOCHS"):
+        env.pop(name, None)
+    run = plan.recipe.run
+    if run.entry_kind == "callable":
         env["BOOTSTRAP_CALLABLE"] = plan.entry
         env["BOOTSTRAP_KWARGS"] = json.dumps(plan.kwargs)
+        if run.setup is not None and run.epochs is not None:  # loop mode
+            env["BOOTSTRAP_SETUP"] = run.setup
+            env["BOOTSTRAP_EPOCHS"] = str(run.epochs)
     if plan.smoke:
         env["CUDA_VISIBLE_DEVICES"] = ""  # --smoke: a CPU-only environment
     env.update(plan.env)

@@ -141,6 +141,10 @@ class Supervisor:
                     code = self._attempt(resume, newest if resume else None)
                     if self._stop_reason is not None:
                         return self._stopped(attempts_here, first_resume)
+                    if code == 0 and self._deadline_passed():
+                        # It saw the deadline itself (Checkpointer.should_stop) and exited
+                        # before our next poll: still a stop at the time limit, not the end.
+                        return self._finish(STOPPED, attempts_here, first_resume)
                     if code == 0:
                         return self._finish(FINISHED, attempts_here, first_resume)
                     after = newest_checkpoint(self.plan.checkpoints, run.match)
