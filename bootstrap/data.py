@@ -39,6 +39,7 @@ from bootstrap.datasource import SUPPORTED, Origin, SourceReader, inspect_source
 from bootstrap.errors import DataError
 from bootstrap.extract import BUFSIZE, ExtractStats, extract_tar, extract_zip
 from bootstrap.fsutil import Marker, read_json
+from bootstrap.gnutar import NeedsFallback, extract_tar_gnu, tools_for
 from bootstrap.progress import ProgressFactory, no_progress
 from bootstrap.staging import merge_into, os_hint, work_folder
 
@@ -101,7 +102,13 @@ def stage_data(
         with work_folder(target) as work:
             tree = work / "tree"
             tree.mkdir()
-            stats = _materialise(origin, tree, work, expected, progress)
+            try:
+                stats = _materialise(origin, tree, work, expected, progress, fast=True)
+            except NeedsFallback as exc:
+                log.info("%s holds %s; extracting it with tarfile", origin.display, exc)
+                shutil.rmtree(tree)
+                tree.mkdir()
+                stats = _materialise(origin, tree, work, expected, progress, fast=False)
             entries = sorted(os.listdir(tree))[:_ENTRIES_KEPT]
             merge_into(tree, target)
     except OSError as exc:
@@ -139,7 +146,13 @@ def _still_there(dest: Path, entries: list[str]) -> bool:
 
 
 def _materialise(
-    origin: Origin, tree: Path, work: Path, expected: str | None, progress: ProgressFactory
+    origin: Origin,
+    tree: Path,
+    work: Path,
+    expected: str | None,
+    progress: ProgressFactory,
+    *,
+    fast: bool,
 ) -> ExtractStats:
     if origin.kind == "dir":
         return _copy_folder(origin, tree, progress)
@@ -156,7 +169,11 @@ def _materialise(
                 bar.set_total(total)
             reader = SourceReader(raw, bar, hashlib.sha256() if expected else None)
             kind = _kind(origin, reader.peek(HEAD_SIZE))
-            if kind != "zip":
+            tools = tools_for(kind) if fast and kind != "zip" else None
+            if tools is not None:
+                stats = extract_tar_gnu(reader, kind, tree, name=origin.display, tools=tools)
+                reader.drain()
+            elif kind != "zip":
                 stats = extract_tar(reader, kind, tree, name=origin.display)
                 reader.drain()  # the bytes after the tar's end block count for the sha256
             elif origin.kind == "file":

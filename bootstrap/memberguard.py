@@ -90,9 +90,10 @@ class MemberGuard:
         parts = [p for p in text.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise self.reject(member, f"{what} contains '..'")
-        if len(os.fsencode(text)) > MAX_PATH:
+        size = len(text) if text.isascii() else len(os.fsencode(text))
+        if size > MAX_PATH:
             raise self.reject(member, f"{what} is longer than {MAX_PATH} bytes")
-        if any(len(os.fsencode(p)) > _MAX_COMPONENT for p in parts):
+        if size > _MAX_COMPONENT and any(len(os.fsencode(p)) > _MAX_COMPONENT for p in parts):
             raise self.reject(member, f"{what} has a name longer than {_MAX_COMPONENT} bytes")
         return parts
 

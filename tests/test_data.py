@@ -613,3 +613,88 @@ def test_stage_many_small_files_reasonably_fast(tmp_path: Path, dest: Path, stat
     started = time.monotonic()
     assert stage_data(str(source), dest, state_dir=state).files == 3000
     assert time.monotonic() - started < 10
+
+
+# ---------------------------------------------------------------- GNU tar fast path and fallback
+
+
+def test_gnu_tar_path_is_available_here() -> None:
+    from bootstrap.gnutar import tools_for
+
+    if tools_for("tar") is None:
+        pytest.skip("no GNU tar on this machine; the tarfile path covers everything")
+    tools = tools_for("tar.gz")
+    assert tools is not None and tools.decompress is not None
+
+
+@pytest.mark.parametrize("suffix", ["tar", "tar.gz", "tar.xz"])
+def test_fallback_without_gnu_tar_extracts_and_rejects(
+    tmp_path: Path, dest: Path, state: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bootstrap.gnutar import tools_for
+
+    (tmp_path / "empty-bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert tools_for(suffix) is None
+    stage_data(
+        str(make_tar(tmp_path / f"d.{suffix}", mode=TAR_MODES[suffix])), dest, state_dir=state
+    )
+    assert_tree(dest)
+    evil = hostile_tar(
+        tmp_path / "evil.tar",
+        ("ok", tarfile.REGTYPE, "x"),
+        ("d", tarfile.SYMTYPE, ".."),
+        ("d/evil.txt", tarfile.REGTYPE, "x"),
+    )
+    with pytest.raises(DataError, match="refusing unsafe member"):
+        stage_data(str(evil), tmp_path / "other", state_dir=state)
+    assert not (tmp_path / "other").exists() and not (tmp_path / "evil.txt").exists()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_names_and_links_in_every_format(
+    tmp_path: Path, dest: Path, state: Path, fmt: int
+) -> None:
+    deep = "/".join(["d" * 60] * 2) + "/" + "n" * 90 + ".txt"  # > 100 bytes: L, pax or prefix
+    files = {deep: b"deep\n", "ü-unicode.txt": b"u\n"}
+    source = tmp_path / "long.tar.gz"
+    with tarfile.open(source, "w:gz", format=fmt) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if fmt != tarfile.USTAR_FORMAT:  # ustar cannot hold a link target over 100 bytes
+            info = tarfile.TarInfo("alias")
+            info.type, info.linkname = tarfile.SYMTYPE, deep
+            tar.addfile(info)
+    stage_data(str(source), dest, state_dir=state)
+    assert_tree(dest, files)
+    if fmt != tarfile.USTAR_FORMAT:
+        assert (dest / "alias").read_bytes() == b"deep\n"
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_long_hostile_names_are_rejected(tmp_path: Path, dest: Path, state: Path, fmt: int) -> None:
+    """A path hidden in a pax or GNU long-name header is validated like any other."""
+    culprit = "a" * 120 + "/../../evil.txt"
+    source = tmp_path / "evil.tar"
+    with tarfile.open(source, "w", format=fmt) as tar:
+        for name in ("ok.txt", culprit):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(DataError) as caught:
+        stage_data(str(source), dest, state_dir=state)
+    assert repr(culprit) in str(caught.value)
+    assert not dest.exists() and not (tmp_path / "evil.txt").exists() and markers(state) == []
+
+
+def test_corrupt_header_checksum_is_corrupt(tmp_path: Path, dest: Path, state: Path) -> None:
+    source = make_tar(tmp_path / "d.tar", mode="w")
+    data = bytearray(source.read_bytes())
+    data[1024 + 10] ^= 0xFF  # inside the second member's header (after a 1-block file)
+    data[0:0] = b""
+    source.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        stage_data(str(source), dest, state_dir=state)
+    assert not dest.exists() and markers(state) == []

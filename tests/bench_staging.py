@@ -1,0 +1,111 @@
+"""Benchmark stage_data against the manual way (cp the archive to local disk, then tar -xf).
+
+Run: python tests/bench_staging.py [--quick] [--runs 3] [--dir /some/disk]
+Prints one row per case: the median of the runs of each way, their ratio and the goal. The
+source folder stands in for Drive; everything lives in a temporary folder that is removed at the
+end. Runs alternate between the two ways so that disk noise hits both alike. Not collected by
+pytest (the name does not start with test_).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bootstrap.data import stage_data  # noqa: E402
+
+
+def _small_tree(root: Path) -> None:
+    rng = __import__("random").Random(1)
+    for i in range(20_000):
+        folder = root / "ds" / str(i // 200)
+        folder.mkdir(parents=True, exist_ok=True)
+        half = os.urandom(rng.randint(512, 2048))
+        (folder / f"{i}.bin").write_bytes(half + half)  # 1-4 KB, gzip halves it
+
+
+def _big_tree(root: Path) -> None:
+    (root / "big").mkdir(parents=True)
+    for i in range(4):
+        with open(root / "big" / f"part{i}.bin", "wb") as out:
+            for _ in range(100):
+                out.write(os.urandom(512 * 1024) + bytes(512 * 1024))  # 1 MiB, half compressible
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _manual(archive: Path, copy: Path, out: Path) -> None:
+    subprocess.run(["cp", str(archive), str(copy)], check=True)
+    subprocess.run(["tar", "-xf", str(copy), "-C", str(out)], check=True)
+
+
+def _case(base: Path, label: str, archive: Path, goal: float, runs: int) -> list[str]:
+    manual: list[float] = []
+    ours: list[float] = []
+    local = base / "local"
+    local.mkdir(exist_ok=True)
+    for run in range(runs):
+        copy, out = local / f"{run}-{archive.name}", base / f"manual-{run}"
+        out.mkdir()
+        manual.append(_timed(functools.partial(_manual, archive, copy, out)))
+        dest, state = base / f"ours-{run}", base / f"state-{run}"
+        ours.append(_timed(functools.partial(stage_data, archive, dest, state_dir=state)))
+    again = _timed(lambda: stage_data(archive, base / "ours-0", state_dir=base / "state-0"))
+    for path in base.iterdir():
+        if path.name.startswith(("manual-", "ours-", "state-", "local")):
+            shutil.rmtree(path)
+    subprocess.run(["sync"], check=False)
+    m, o = statistics.median(manual), statistics.median(ours)
+    return [
+        f"{label:<28} {m:>9.3f} {o:>9.3f} {o / m:>6.2f} {'<= ' + str(goal):>7}",
+        f"{label + ' (2nd stage)':<28} {'':>9} {again:>9.3f} {'':>6} {'< 0.1 s':>7}",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the 4 x 100 MB cases")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="where to make the temporary folder")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-staging-", dir=args.dir))
+    rows = [f"{'case':<28} {'manual s':>9} {'ours s':>9} {'ratio':>6} {'goal':>7}"]
+    try:
+        sets = [("20k small files", _small_tree, 0.8)]
+        if not args.quick:
+            sets.append(("4 x 100 MB", _big_tree, 1.0))
+        for label, build, goal in sets:
+            tree = base / "tree"
+            build(tree)
+            drive = base / "drive"
+            drive.mkdir()
+            for suffix, flag in ((".tar", "-cf"), (".tar.gz", "-czf")):
+                archive = drive / f"data{suffix}"
+                subprocess.run(["tar", flag, str(archive), "-C", str(tree), "."], check=True)
+                rows += _case(base, f"{label} {suffix}", archive, goal, args.runs)
+                print(rows[-2], rows[-1], sep="\n", file=sys.stderr, flush=True)
+            shutil.rmtree(tree)
+            shutil.rmtree(drive)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
