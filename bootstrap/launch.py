@@ -137,6 +137,18 @@ class LogWriter:
             log.warning("cannot write the training log %s (%s); output still shown", self.path, exc)
 
 
+def _pseudo_terminal(rows: int = 24, columns: int = 120) -> tuple[int, int]:
+    """A pseudo-terminal pair (ours, the child's) with a fixed window size."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    ours, theirs = pty.openpty()
+    fcntl.ioctl(theirs, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    return ours, theirs
+
+
 def _last_state(line: bytes) -> bytes:
     line = line.rstrip(b"\r")
     return line.rsplit(b"\r", 1)[-1]
@@ -153,23 +165,35 @@ class TrainingProcess:
         env: Mapping[str, str],
         log_path: Path,
         output: OutputSink,
+        terminal_stdin: bool = False,
     ):
         self.argv = list(argv)
         self.log = LogWriter(log_path)
         self._output = output
-        self.proc = subprocess.Popen(
+        self._terminal: int | None = None
+        stdin: int = subprocess.DEVNULL
+        if terminal_stdin:
+            self._terminal, stdin = _pseudo_terminal()
+        try:
+            self.proc = self._spawn(cwd, env, stdin)
+        finally:
+            if terminal_stdin:
+                os.close(stdin)  # the child holds its own copy
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._pump, name="bootstrap-tee", daemon=True)
+        self._reader.start()
+
+    def _spawn(self, cwd: Path, env: Mapping[str, str], stdin: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             self.argv,
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
-        self.pid = self.proc.pid
-        self._reader = threading.Thread(target=self._pump, name="bootstrap-tee", daemon=True)
-        self._reader.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None  # set by Popen(stdout=PIPE)
@@ -200,4 +224,7 @@ class TrainingProcess:
         self._reader.join(timeout=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self._terminal is not None:
+            os.close(self._terminal)
+            self._terminal = None
         self.log.close()

@@ -191,6 +191,9 @@ class RunSpec(_Model):
     restarts: StrictInt = Field(3, ge=0)
     time_limit: Duration | None = Field(None, gt=0)
     stop_grace: Duration = 60.0
+    # none: stdin closed. terminal: a pseudo-terminal as stdin only (output stays piped and
+    # teed), for code that asks the terminal its size (`stty size`) or checks isatty().
+    stdin: Literal["none", "terminal"] = "none"
     setup: str | None = None
     epochs: StrictInt | None = Field(None, ge=1)
 

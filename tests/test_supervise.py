@@ -125,3 +125,22 @@ def test_log_writer_keeps_last_state_of_carriage_return_lines(tmp_path: Path) ->
         writer.feed(chunk)
     writer.close()
     assert (tmp_path / "a.log").read_bytes() == b"epoch 1\n100%|####\npartial\n"
+
+
+def test_terminal_stdin_gives_the_training_a_tty_with_a_size(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # pytorch-cifar's utils.py runs `stty size` at import; with stdin closed it crashes.
+    script = (
+        "import os, subprocess, sys\n"
+        "print('tty', sys.stdin.isatty())\n"
+        "print('size', subprocess.run(['stty', 'size'], capture_output=True, text=True,"
+        " stdin=sys.stdin).stdout.strip())\n"
+    )
+    recipe = _recipe(tmp_path, script, ", stdin: terminal")
+    result = sandbox.cli(recipe)
+    assert result.returncode == 0, result.stderr
+    assert "tty True" in result.stdout
+    assert "size 24 120" in result.stdout
+    closed = _recipe(tmp_path, script)  # the default: no terminal
+    assert "tty False" in sandbox.cli(closed, "--fresh").stdout
