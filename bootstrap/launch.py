@@ -46,8 +46,12 @@ def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
     env = dict(base)
     # Python buffers stdout in a pipe; unbuffered keeps progress and logs live.
     env["PYTHONUNBUFFERED"] = "1"
-    existing = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(plan.work_dir) + (os.pathsep + existing if existing else "")
+    # {repo} first, as the recipe promises; the folder holding this package last, so that
+    # `python -m bootstrap.child` and `from bootstrap import Checkpointer` work even when the
+    # tool runs from a source checkout, without shadowing anything the training imports.
+    own = str(Path(__file__).resolve().parent.parent)
+    parts = [str(plan.work_dir), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(parts + ([own] if own not in parts else []))
     env["BOOTSTRAP_RUN_DIR"] = str(plan.run_dir)
     env["BOOTSTRAP_CHECKPOINTS"] = str(plan.checkpoints)
     env["BOOTSTRAP_RECIPE_NAME"] = plan.name
