@@ -110,3 +110,98 @@ def test_should_stop_at_deadline(tmp_path: Path) -> None:
     assert not ckpt.should_stop
     now[0] = 150.0
     assert ckpt.should_stop
+
+
+class _Tensors:
+    """A state_dict() holder with tensors of the awkward kinds an async save must copy right."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.tensors)
+
+
+def _awkward_tensors() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    return {
+        "transposed": base.t(),  # not contiguous
+        "offset_view": base[1:3],  # contiguous, but not at the start of its storage
+        "bf16": torch.randn(7).to(torch.bfloat16),
+        "int64": torch.arange(5),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.empty(0, 3),
+        "conj": torch.randn(3, dtype=torch.complex64).conj(),  # a lazy conjugate bit
+        "large": torch.randn(3_000_000),  # over one copy chunk: several threads share it
+    }
+
+
+def test_async_save_copies_every_kind_of_tensor_exactly(tmp_path: Path) -> None:
+    tensors = _awkward_tensors()
+    ckpt = Checkpointer(tmp_path, async_save=True)
+    path = ckpt.save(1, state=_Tensors(tensors))
+    assert path is not None
+    for value in tensors.values():  # the training changes them as soon as save returns
+        value.zero_()
+    ckpt.close()
+    saved = torch.load(path, weights_only=True)["objects"]["state"]
+    expected = _awkward_tensors()
+    assert set(saved) == set(expected)
+    for key, value in expected.items():
+        assert saved[key].dtype == value.dtype and saved[key].shape == value.shape, key
+        assert torch.equal(saved[key], value.resolve_conj()), key
+
+
+def test_async_saves_reuse_buffers_without_mixing_generations(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    ckpt = Checkpointer(tmp_path, keep=5, async_save=True)
+    snapshots = []
+    for step in range(3):
+        # Step 0 is saved before the optimizer has state, step 2 after the model changed shape:
+        # the buffers must follow the state, not the other way round.
+        if step == 2:
+            model[2] = torch.nn.Linear(8, 3)
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        ckpt.save(step, model=model, optimizer=optimizer)
+        if step < 2:
+            _train_step(model, optimizer)
+    ckpt.close()
+    for step, expected in enumerate(snapshots):
+        saved = torch.load(tmp_path / f"step-{step:09d}.pt", weights_only=True)
+        assert set(saved["objects"]["model"]) == set(expected)
+        for key, value in expected.items():
+            assert torch.equal(saved["objects"]["model"][key], value), (step, key)
+    assert saved["objects"]["optimizer"]["state"], "the optimizer's moments were saved"
+
+
+def test_async_save_keeps_tied_weights_tied(tmp_path: Path) -> None:
+    def tied() -> tuple[torch.nn.Module, torch.nn.Embedding]:
+        embed, head = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False)
+        head.weight = embed.weight
+        return torch.nn.Sequential(embed, head), embed
+
+    torch.manual_seed(0)
+    model, embed = tied()
+    ckpt = Checkpointer(tmp_path, async_save=True)
+    path = ckpt.save(1, model=model)
+    ckpt.close()
+    assert path is not None
+    saved = torch.load(path, weights_only=True)["objects"]["model"]
+    assert saved["0.weight"].data_ptr() == saved["1.weight"].data_ptr()
+    fresh, fresh_embed = tied()
+    assert Checkpointer(tmp_path).restore(model=fresh) == 2
+    assert torch.equal(fresh_embed.weight, embed.weight)
+
+
+def test_large_blocking_save_round_trips(tmp_path: Path) -> None:
+    # Over the 16 MB slices the writer hands to the disk one by one.
+    state = _Tensors({"big": torch.randn(5_000_000), "small": torch.arange(3)})
+    path = Checkpointer(tmp_path).save(4, state=state)
+    assert path is not None
+    saved = torch.load(path, weights_only=True)["objects"]["state"]
+    assert torch.equal(saved["big"], state.tensors["big"])
+    assert torch.equal(saved["small"], state.tensors["small"])
