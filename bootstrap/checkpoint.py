@@ -324,6 +324,7 @@ class Checkpointer:
         self._handlers_installed = False
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._swept = False
         self._lock = threading.Lock()
         self._staging = _Staging()
 
@@ -438,11 +439,25 @@ class Checkpointer:
 
     def _write(self, payload: dict[str, Any], path: Path) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            self._sweep_stale_temp_files()
         with atomic_writer(path) as handle:
             # torch.save releases the GIL while it writes to a file object: a background write
             # stalls the training's thread for ~10 ms at most (measured, 200 MB).
             torch.save(payload, cast(BinaryIO, _EarlyWriteback(handle)))
         self._prune(keep_path=path)
+
+    def _sweep_stale_temp_files(self) -> None:
+        """Remove temp files left by a save that was killed (a previous attempt's process).
+
+        Done once, before this Checkpointer's first write: its own writes are never
+        concurrent (at most one in flight), and only one process writes a folder.
+        """
+        self._swept = True
+        for stale in self.folder.glob(".step-*.pt.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                log.info("removed %s, left by an interrupted save", stale.name)
 
     def _prune(self, keep_path: Path) -> None:
         for _, old in list_generations(self.folder)[self.keep :]:

@@ -205,3 +205,13 @@ def test_large_blocking_save_round_trips(tmp_path: Path) -> None:
     saved = torch.load(path, weights_only=True)["objects"]["state"]
     assert torch.equal(saved["big"], state.tensors["big"])
     assert torch.equal(saved["small"], state.tensors["small"])
+
+
+def test_temp_files_of_a_killed_save_are_swept_at_the_next_save(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    stale = tmp_path / ".step-000000004.pt.abc123.tmp"  # what a SIGKILL mid-save leaves
+    stale.write_bytes(b"half a checkpoint")
+    assert Checkpointer(tmp_path).restore(model=model) == 0  # never loaded
+    Checkpointer(tmp_path).save(5, model=model)
+    assert not stale.exists()
+    assert [s for s, _ in list_generations(tmp_path)] == [5]
