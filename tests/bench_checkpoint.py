@@ -292,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             None,
         ),
     ]
-    print(f"\n{'ratios':40s} {'paired: median (range)':24s} {'min/min':>7s}  goal")
+    print(f"\n{'ratios':42s} {'paired: median (range)':24s} {'min/min':>7s}  goal")
     for name, (best, median, low, high), goal in rows:
         paired = f"{median:.3f} ({low:.3f} .. {high:.3f})"
-        print(f"  {name:38s} {paired:24s} {best:7.3f}  {judge(median, best, goal)}")
+        print(f"  {name:40s} {paired:24s} {best:7.3f}  {judge(median, best, goal)}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 
