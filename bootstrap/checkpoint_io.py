@@ -1,0 +1,252 @@
+"""State capture and file I/O behind Checkpointer.
+
+RNG state in a form ``torch.load(weights_only=True)`` accepts, the reusable CPU buffers that
+async saves copy into, and the early-writeback file wrapper that keeps the commit's fsync short.
+Imported by training processes only (it imports torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+# -- RNG state, in a form torch.load(weights_only=True) accepts --------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": _python_rng_to_list(random.getstate())}
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    state["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    if "python" in state:
+        random.setstate(_python_rng_from_list(state["python"]))
+    if "numpy" in state:
+        with contextlib.suppress(ImportError):
+            import numpy as np
+
+            saved = state["numpy"]
+            np.random.set_state(
+                (
+                    saved["kind"],
+                    saved["keys"].numpy().astype(np.uint32),
+                    saved["pos"],
+                    saved["has_gauss"],
+                    saved["cached_gaussian"],
+                )
+            )
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        saved_cuda = list(state["cuda"])
+        count = torch.cuda.device_count()
+        if len(saved_cuda) != count:
+            log.warning(
+                "checkpoint has CUDA RNG state for %d device(s), this machine has %d; "
+                "restoring the ones that match",
+                len(saved_cuda),
+                count,
+            )
+        for index, rng in enumerate(saved_cuda[:count]):
+            torch.cuda.set_rng_state(rng, index)
+
+
+def _python_rng_to_list(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_rng_from_list(state: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+# -- copying state off the accelerator for async saves -------------------------------------
+
+
+class Staging:
+    """Reusable CPU buffers that async saves copy the state into.
+
+    The copy is the only part of an async save that the training waits for, so it is made
+    cheap: buffers are kept from one save to the next (same key, shape and dtype), which saves
+    allocating and faulting in fresh memory each time (that costs more than the copy), and
+    contiguous CPU tensors are copied as plain memcpy chunks shared among a few threads. CUDA
+    tensors go to pinned buffers, with one synchronisation at the end. Nobody may stage again
+    while a writer still reads the buffers: ``Checkpointer.save`` waits for the writer first.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._fresh: dict[tuple[Any, ...], torch.Tensor] = {}
+        # Tied weights are one storage in the live state; keep them one in the file too.
+        self._seen: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._chunks: list[tuple[int, int, int]] = []
+        self._cuda: set[torch.device] = set()
+
+    def copy(self, value: Any) -> Any:
+        """A copy of ``value`` whose tensors are CPU buffers owned by this object."""
+        try:
+            result = self._copy(value, ())
+            _memcpy_chunks(self._chunks)
+            for device in self._cuda:
+                torch.cuda.synchronize(device)
+            self._buffers = self._fresh  # buffers no longer in the state are freed here
+        finally:
+            self._fresh, self._seen, self._chunks, self._cuda = {}, {}, [], set()
+        return result
+
+    def release(self) -> None:
+        self._buffers = {}
+
+    def _copy(self, value: Any, key: tuple[Any, ...]) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self._copy_tensor(value, key)
+        if isinstance(value, dict):
+            return type(value)((k, self._copy(v, (*key, k))) for k, v in value.items())
+        if isinstance(value, list):
+            return [self._copy(v, (*key, i)) for i, v in enumerate(value)]
+        if isinstance(value, tuple):
+            return tuple(self._copy(v, (*key, i)) for i, v in enumerate(value))
+        return value
+
+    def _copy_tensor(self, tensor: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
+        tensor = tensor.detach()
+        plain = type(tensor) is torch.Tensor and tensor.layout == torch.strided
+        if not plain or tensor.is_quantized or tensor.device.type not in ("cpu", "cuda"):
+            return tensor.to("cpu", copy=True)  # rare kinds: a one-off copy, no buffer
+        identity = (tensor.data_ptr(), tensor.device, tensor.dtype, tensor.shape, tensor.stride())
+        if tensor.data_ptr() and identity in self._seen:
+            return self._seen[identity]
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+        if _byte_copy_is_exact(buffer, tensor):
+            # Copied later, all at once; the chunks keep a slow thread from delaying the end
+            # by more than one chunk (torch's copy_ waits for its slowest intra-op thread).
+            dst, src, size = buffer.data_ptr(), tensor.data_ptr(), tensor.nbytes
+            self._chunks += [
+                (dst + at, src + at, min(_CHUNK, size - at)) for at in range(0, size, _CHUNK)
+            ]
+        else:
+            buffer.copy_(tensor, non_blocking=tensor.is_cuda)
+            if tensor.is_cuda:
+                self._cuda.add(tensor.device)
+        self._fresh[key] = self._seen[identity] = buffer
+        return buffer
+
+
+_CHUNK = 8 << 20
+_MAX_COPY_THREADS = 4  # memory bandwidth, not cores, bounds a copy beyond a few threads
+
+
+def _byte_copy_is_exact(buffer: torch.Tensor, tensor: torch.Tensor) -> bool:
+    return (
+        tensor.device.type == "cpu"
+        and tensor.is_contiguous()
+        and not tensor.is_conj()
+        and not tensor.is_neg()
+        and buffer.is_contiguous()
+        and buffer.nbytes == tensor.nbytes
+    )
+
+
+def _memcpy_chunks(chunks: list[tuple[int, int, int]]) -> None:
+    """memcpy every (dst, src, size) chunk, on this thread and a few helpers.
+
+    ctypes calls release the GIL, so the helpers copy in parallel. Each thread takes the next
+    chunk from a shared counter: a helper the OS does not schedule costs at most one chunk.
+    """
+    threads = min(len(chunks), torch.get_num_threads(), _MAX_COPY_THREADS)
+    lock = threading.Lock()
+    taken = 0
+
+    def work() -> None:
+        nonlocal taken
+        while True:
+            with lock:
+                index, taken = taken, taken + 1
+            if index >= len(chunks):
+                return
+            ctypes.memmove(*chunks[index])
+
+    helpers = [threading.Thread(target=work, name="checkpoint-copy") for _ in range(threads - 1)]
+    for helper in helpers:
+        helper.start()
+    work()
+    for helper in helpers:
+        helper.join()
+
+
+class EarlyWriteback:
+    """A write-only file that has the kernel start writing each few MB to disk at once.
+
+    The commit fsyncs the file; without this, the fsync waits for the whole file to reach the
+    disk after serialisation is done. With it, the disk writes overlap the serialisation and the
+    fsync finds little left to do (measured: 110 ms -> 9 ms of fsync for 200 MB). Linux's
+    ``posix_fadvise(DONTNEED)`` starts writeback without waiting for it, and lets the kernel drop
+    the pages once they are clean, so checkpoints crowd the page cache less. Durability is the
+    commit's fsync, unchanged; this only starts the disk writes sooner.
+    """
+
+    def __init__(self, file: BinaryIO, every: int = 16 << 20):
+        self._file = file
+        self._every = every
+        self._advise = getattr(os, "posix_fadvise", None)
+        self._started = 0  # bytes before this offset have been handed to writeback
+        self._unstarted = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), self._every):
+            piece = view[start : start + self._every]
+            self._file.write(piece)
+            self._unstarted += len(piece)
+            if self._unstarted >= self._every:
+                self._start_writeback()
+        return len(view)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def _start_writeback(self) -> None:
+        self._unstarted = 0
+        if self._advise is None:
+            return
+        self._file.flush()
+        end = self._file.tell()
+        with contextlib.suppress(OSError):  # only a hint: the fsync at commit is what counts
+            self._advise(
+                self._file.fileno(), self._started, end - self._started, os.POSIX_FADV_DONTNEED
+            )
+        self._started = end
