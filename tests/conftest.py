@@ -61,16 +61,10 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     persist, scratch = tmp_path / "persist", tmp_path / "scratch"
     persist.mkdir()
     scratch.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOTSTRAP_", "COLAB_"))}
-    env.update(
-        BOOTSTRAP_PERSIST=str(persist),
-        BOOTSTRAP_SCRATCH=str(scratch),
-        BOOTSTRAP_COLAB="0",
-        BOOTSTRAP_GPU="0",
-        BOOTSTRAP_MIRROR_INTERVAL="0.5",
-        PYTHONPATH=str(ROOT),
-    )
-    yield Sandbox(tmp_path, persist, scratch, env)
+    # One definition of the fake machine's environment, shared with the standalone stress script.
+    from tests.stress_exact_resume import sandbox_env
+
+    yield Sandbox(tmp_path, persist, scratch, sandbox_env(persist, scratch))
 
 
 @pytest.fixture
