@@ -50,6 +50,12 @@ def describe(plan: Plan, options: Options) -> list[str]:
         lines.append(
             f"data[{item.index}]      {item.source} -> {item.dest} (skipped when already staged)"
         )
+    for prep in plan.prepare:
+        creates = f"; outputs {', '.join(prep.creates)}" if prep.creates else ""
+        lines.append(
+            f"{prep.label:<13}{shlex.join([options.python, *prep.command])} "
+            f"(once per VM and commit{creates})"
+        )
     mirrored = find_checkpoints(plan.mirror_dir, run.match)
     newest = newest_checkpoint(plan.checkpoints, run.match)
     restore = (
@@ -73,7 +79,8 @@ def describe(plan: Plan, options: Options) -> list[str]:
         f"command      {shlex.join(argv)}",
         f"  in         {plan.work_dir}",
         f"  restarts   {run.restarts}; stop_grace {format_duration(run.stop_grace)}"
-        + (f"; time_limit {format_duration(run.time_limit)}" if run.time_limit else ""),
+        + (f"; time_limit {format_duration(run.time_limit)}" if run.time_limit else "")
+        + (f"; stop_after {format_duration(run.stop_after)}" if run.stop_after else ""),
         f"  logs       {plan.logs_dir}",
     ]
     if run.entry_kind == "callable":

@@ -91,6 +91,10 @@ class InstallError(StepError):
     """Installing the requirements failed."""
 
 
+class PrepareError(StepError):
+    """A ``run.prepare`` command failed."""
+
+
 class DataError(StepError):
     """Staging a data item failed."""
 

@@ -18,6 +18,7 @@ from bootstrap.errors import HostError, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
 from bootstrap.placeholders import expand, expand_env_only
 from bootstrap.recipe import Recipe
+from bootstrap.recipe_models import PrepareSpec
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
 
@@ -28,6 +29,17 @@ class DataStep:
     source: str  # a local path (absolute) or an http(s) URL
     dest: Path
     sha256: str | None
+
+
+@dataclass(frozen=True)
+class PrepareStep:
+    index: int
+    command: tuple[str, ...]  # after the interpreter: (script path, *args) or ("-m", module, *args)
+    creates: tuple[str, ...]  # globs relative to {repo}
+
+    @property
+    def label(self) -> str:
+        return f"prepare[{self.index}]"
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class Plan:
     repo_url: str  # a URL, or an absolute local path
     checkpoints: Path  # run.checkpoints resolved
     data: tuple[DataStep, ...]
+    prepare: tuple[PrepareStep, ...]
     entry: str  # run.script / run.module / run.callable, placeholders applied
     args: tuple[str, ...]
     resume_args: tuple[str, ...] | None  # still holding "{checkpoint}"
@@ -136,6 +149,9 @@ def resolve_plan(
         for i, item in enumerate(recipe.data)
     )
     run = recipe.run
+    prepare = tuple(
+        _prepare_step(i, step, work_dir, values, env) for i, step in enumerate(run.prepare)
+    )
     time_zero = host.boot_time if host.on_colab else (time.time() if now is None else now)
     return Plan(
         recipe=recipe,
@@ -151,6 +167,7 @@ def resolve_plan(
         repo_url=repo_url,
         checkpoints=_path(_expand(run.checkpoints, values, env, "run.checkpoints"), base),
         data=data,
+        prepare=prepare,
         entry=_expand(run.entry, values, env, f"run.{run.entry_kind}"),
         args=tuple(_expand(a, values, env, "run.args") for a in run.args),
         # {checkpoint} is only known at launch; ${VAR} is read now, like everything else.
@@ -161,6 +178,23 @@ def resolve_plan(
         env={k: _expand(v, values, env, f"run.env.{k}") for k, v in run.env.items()},
         deadline=time_zero + run.time_limit if run.time_limit is not None else None,
         values=values,
+    )
+
+
+def _prepare_step(
+    index: int, step: PrepareSpec, work_dir: Path, values: Mapping[str, str], env: Mapping[str, str]
+) -> PrepareStep:
+    key = f"run.prepare[{index}]"
+    if step.script is not None:
+        head: tuple[str, ...] = (
+            str(work_dir / _expand(step.script, values, env, f"{key}.script")),
+        )
+    else:
+        head = ("-m", str(step.module))
+    return PrepareStep(
+        index=index,
+        command=(*head, *(_expand(a, values, env, f"{key}.args") for a in step.args)),
+        creates=tuple(_expand(g, values, env, f"{key}.creates") for g in step.creates),
     )
 
 

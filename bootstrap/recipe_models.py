@@ -65,12 +65,17 @@ def _none_is(empty: Callable[[], object]) -> BeforeValidator:
     return BeforeValidator(lambda v: empty() if v is None else v)
 
 
-def _one_or_more(value: object) -> object:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, (list, tuple)) and not value:
-        raise ValueError('give at least one glob, e.g. match: "**/*.pt"')
-    return value
+def _globs(example: str) -> BeforeValidator:
+    """One glob or a non-empty list of them."""
+
+    def check(value: object) -> object:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, (list, tuple)) and not value:
+            raise ValueError(f"give at least one glob, e.g. {example}")
+        return value
+
+    return BeforeValidator(check)
 
 
 def _duration(value: object) -> object:
@@ -176,6 +181,35 @@ class DataItem(_Model):
         return digest
 
 
+class PrepareSpec(_Model):
+    """One item of ``run.prepare``: a command run in ``{repo}`` before the training."""
+
+    script: str | None = None
+    module: str | None = None
+    args: tuple[Text, ...] = ()
+    # Globs relative to {repo}; when given, the command is also re-run if any matches nothing.
+    creates: Annotated[tuple[str, ...], _globs('creates: "data/train.bin"')] = ()
+
+    @model_validator(mode="after")
+    def _one_command(self) -> PrepareSpec:
+        given = [key for key in ("script", "module") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of script or module"
+                + (f" (got {', '.join(given)})" if given else ", e.g. script: prepare.py")
+            )
+        if self.module is not None and not _is_dotted(self.module):
+            raise ValueError(
+                f"expected a dotted module name, e.g. data.prepare, got {self.module!r}"
+            )
+        return self
+
+    @property
+    def command(self) -> str:
+        """The script path or module name, as the recipe gives it."""
+        return self.script if self.script is not None else f"-m {self.module}"
+
+
 class RunSpec(_Model):
     """``run``. The YAML key ``callable`` is the attribute ``entry_callable``."""
 
@@ -186,7 +220,7 @@ class RunSpec(_Model):
     kwargs: Annotated[dict[str, Any], _none_is(dict)] = Field(default_factory=dict)
     env: Annotated[dict[str, Text], _none_is(dict)] = Field(default_factory=dict)
     checkpoints: str = "{ckpt}"
-    match: Annotated[tuple[str, ...], BeforeValidator(_one_or_more)] = ("**/*",)
+    match: Annotated[tuple[str, ...], _globs('match: "**/*.pt"')] = ("**/*",)
     resume: tuple[Text, ...] | None = None
     restarts: StrictInt = Field(3, ge=0)
     time_limit: Duration | None = Field(None, gt=0)
@@ -196,6 +230,12 @@ class RunSpec(_Model):
     stdin: Literal["none", "terminal"] = "none"
     setup: str | None = None
     epochs: StrictInt | None = Field(None, ge=1)
+    # Commands run in {repo} after the data is staged and before the training (e.g. a
+    # dataset's prepare.py); each runs once per VM, see bootstrap.prepare.
+    prepare: Annotated[tuple[PrepareSpec, ...], _none_is(tuple)] = ()
+    # End this session of the training this long after it is first launched: the training is
+    # asked to stop like at the time limit, and the tool exits 0 (a bounded --smoke run).
+    stop_after: Duration | None = Field(None, gt=0)
 
     _entry_points = field_validator("entry_callable", "setup")(_entry_point)
 

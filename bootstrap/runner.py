@@ -1,6 +1,6 @@
 """Run a recipe end to end: the library function behind ``python -m bootstrap``.
 
-    load + validate ─▶ host ─▶ plan ─▶ repo ─▶ install ─▶ data ─▶ restore ─▶ supervise
+    load + validate ─▶ host ─▶ plan ─▶ repo ─▶ install ─▶ data ─▶ prepare ─▶ restore ─▶ supervise
 
 Each setup step is idempotent and skips itself when what it depends on is unchanged, so
 re-running after a disconnect redoes only what a fresh VM lost.
@@ -23,6 +23,7 @@ from bootstrap.errors import ExitCode, HostError, RepoError, UsageError
 from bootstrap.host import Host, detect_host
 from bootstrap.mirror import find_checkpoints, newest_checkpoint, restore_checkpoints
 from bootstrap.plan import Plan, resolve_plan
+from bootstrap.prepare import run_prepare_step
 from bootstrap.recipe import load_recipe
 from bootstrap.repo import describe_url, sync_repo
 from bootstrap.report import Reporter, SilentReporter
@@ -184,6 +185,18 @@ def setup(
             else:
                 files = "1 file" if staged.files == 1 else f"{staged.files} files"
                 step.note(f"{files} into {item.dest}")
+
+    for prep in plan.prepare:
+        with ui.step(prep.label) as step:
+            prepared = run_prepare_step(
+                plan,
+                prep,
+                commit=state.commit,
+                python=options.python,
+                environ=env,
+                output=ui.output,
+            )
+            (step.skip if prepared.skipped else step.note)(prepared.reason)
 
     with ui.step("checkpoints") as step:
         restored = restore_checkpoints(plan.mirror_dir, plan.checkpoints, recipe.run.match)

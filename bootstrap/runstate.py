@@ -24,6 +24,8 @@ RUNNING, FINISHED, STOPPED, INTERRUPTED, FAILED = (
     "interrupted",
     "failed",
 )
+# run.stop_after ended the session: resumable like STOPPED, but it exits 0.
+PAUSED = "stopped after run.stop_after"
 
 
 @dataclass

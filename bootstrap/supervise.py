@@ -29,6 +29,7 @@ from bootstrap.runstate import (
     FAILED,
     FINISHED,
     INTERRUPTED,
+    PAUSED,
     RUNNING,
     STOPPED,
     AttemptRecord,
@@ -80,7 +81,8 @@ class Supervisor:
             interval=mirror_interval,
             fault_hook=persist_fault_hook(self.environ),
         )
-        self._stop_reason: str | None = None
+        self._stop_reason: str | None = None  # INTERRUPTED, STOPPED (time limit) or PAUSED
+        self._session_end: float | None = None  # from run.stop_after, set when the run starts
         self._force = threading.Event()
         self._mirrored = False
 
@@ -121,13 +123,15 @@ class Supervisor:
         restarts_left = run.restarts
         first_resume: Path | None = None
         attempts_here = 0
+        if run.stop_after is not None:
+            self._session_end = self.clock() + run.stop_after
         self.plan.checkpoints.mkdir(parents=True, exist_ok=True)
         self.mirror.start()
         try:
             with self._signals():
                 while True:
-                    if self._deadline_passed():
-                        self._stop_reason = self._stop_reason or STOPPED
+                    if limit := self._limit_reached():
+                        self._stop_reason = self._stop_reason or limit
                     if self._stop_reason is not None:
                         return self._stopped(attempts_here, first_resume)
                     newest = newest_checkpoint(self.plan.checkpoints, run.match)
@@ -219,9 +223,10 @@ class Supervisor:
 
     def _watch(self, proc: TrainingProcess) -> int:
         while (code := proc.wait(_POLL)) is None:
-            if self._deadline_passed() and self._stop_reason is None:
-                log.warning("time limit reached: asking the training to stop")
-                self._stop_reason = STOPPED
+            if self._stop_reason is None and (limit := self._limit_reached()):
+                what = "time limit" if limit == STOPPED else "run.stop_after"
+                log.warning("%s reached: asking the training to stop", what)
+                self._stop_reason = limit
             if self._stop_reason is not None:
                 return self._stop(proc)
         return code
@@ -247,11 +252,19 @@ class Supervisor:
     def _deadline_passed(self) -> bool:
         return self.plan.deadline is not None and self.clock() >= self.plan.deadline
 
+    def _limit_reached(self) -> str | None:
+        """STOPPED at the time limit, PAUSED at the end of run.stop_after, else None."""
+        if self._deadline_passed():
+            return STOPPED
+        if self._session_end is not None and self.clock() >= self._session_end:
+            return PAUSED
+        return None
+
     # -- endings ---------------------------------------------------------------------------
 
     def _stopped(self, attempts: int, first_resume: Path | None) -> Outcome:
-        if self._stop_reason == STOPPED:
-            return self._finish(STOPPED, attempts, first_resume)
+        if self._stop_reason in (STOPPED, PAUSED):
+            return self._finish(self._stop_reason, attempts, first_resume)
         return self._finish(INTERRUPTED, attempts, first_resume)
 
     def _finish(
@@ -270,6 +283,11 @@ class Supervisor:
             STOPPED: (
                 ExitCode.TIME_LIMIT,
                 "stopped at the time limit; re-run the same command to continue",
+            ),
+            PAUSED: (
+                ExitCode.FINISHED,
+                f"stopped after {format_duration(self.plan.recipe.run.stop_after or 0)} as "
+                "run.stop_after asks; re-run the same command to continue",
             ),
             INTERRUPTED: (
                 ExitCode.INTERRUPTED,
