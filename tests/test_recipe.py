@@ -385,6 +385,27 @@ BAD = [
         id="empty-match",
     ),
     pytest.param(
+        MINIMAL + "  prepare: [{script: prep.py, module: data.prep}]\n",
+        "r.yaml:6: run.prepare[0]: give exactly one of script or module (got script, module)",
+        id="prepare-two-commands",
+    ),
+    pytest.param(
+        MINIMAL + "  prepare: [{args: [x]}]\n",
+        "r.yaml:6: run.prepare[0]: give exactly one of script or module, e.g. script: prepare.py",
+        id="prepare-no-command",
+    ),
+    pytest.param(
+        MINIMAL + "  prepare: [{script: p.py, creates: []}]\n",
+        'r.yaml:6: run.prepare[0].creates: give at least one glob, e.g. creates: "data/train.bin"',
+        id="prepare-empty-creates",
+    ),
+    pytest.param(
+        MINIMAL + "  stop_after: soon\n",
+        "r.yaml:6: run.stop_after: bad duration 'soon': use seconds (90 or 1.5), units d h m s "
+        "(11h30m, 90s, 2d) or HH:MM:SS (11:30:00)",
+        id="stop-after-not-a-duration",
+    ),
+    pytest.param(
         MINIMAL + "run: {script: other.py}\n",
         "r.yaml:6: run: duplicate key; first given at line 4",
         id="duplicate-key",
