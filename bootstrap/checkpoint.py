@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, cast
 
 import torch
 
-from bootstrap.checkpoint_io import EarlyWriteback, Staging, capture_rng, restore_rng
+from bootstrap.checkpoint_io import EarlyWriteback, Staging, capture_rng, restore_rng, serialize
 from bootstrap.fsutil import atomic_writer
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class Checkpointer:
         with atomic_writer(path) as handle:
             # torch.save releases the GIL while it writes to a file object: a background write
             # stalls the training's thread for ~10 ms at most (measured, 200 MB).
-            torch.save(payload, cast(BinaryIO, EarlyWriteback(handle)))
+            serialize(payload, cast(BinaryIO, EarlyWriteback(handle)))
         self._prune(keep_path=path)
 
     def _sweep_stale_temp_files(self) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import random
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from bootstrap import checkpoint_io
 from bootstrap.checkpoint import Checkpointer, list_generations
 
 
@@ -51,6 +55,58 @@ def test_files_load_with_plain_torch_load_weights_only(tmp_path: Path) -> None:
     payload = torch.load(path, weights_only=True)
     assert payload["step"] == 3 and payload["format"] == "colab-bootstrap/1"
     assert set(payload["objects"]["model"]) == set(model.state_dict())
+
+
+def test_files_are_torch_save_bytes_without_the_crc32s(tmp_path: Path) -> None:
+    # The writer skips the zip CRC32s (CPU nobody reads back) and must write nothing else
+    # differently: the bytes are torch.save's under torch's own no-CRC setting.
+    state = _Tensors({"big": torch.randn(3_000_000), "bf16": torch.randn(5).bfloat16()})
+    ours = io.BytesIO()
+    checkpoint_io.serialize({"objects": state.state_dict(), "step": 3}, ours)
+    assert torch.serialization.get_crc32_options()  # the global setting was left alone
+    try:
+        torch.serialization.set_crc32_options(False)
+        reference = io.BytesIO()
+        torch.save({"objects": state.state_dict(), "step": 3}, reference)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert ours.getvalue() == reference.getvalue()
+
+    path = Checkpointer(tmp_path).save(3, state=state)
+    assert path is not None
+    with zipfile.ZipFile(path) as archive:  # the Checkpointer writes this way on this torch
+        assert {entry.CRC for entry in archive.infolist()} == {0}
+    saved = torch.load(path, weights_only=True)["objects"]["state"]
+    assert torch.equal(saved["big"], state.tensors["big"])
+
+
+def test_a_torch_of_another_shape_gets_plain_torch_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if a torch release changed the inner function we drive: we must not guess.
+    inner = torch.serialization._save
+
+    def reshaped(
+        obj: Any,
+        zip_file: Any,
+        pickle_module: Any,
+        pickle_protocol: int,
+        _disable_byteorder_record: bool,
+        new_option: bool = False,
+    ) -> None:
+        inner(obj, zip_file, pickle_module, pickle_protocol, _disable_byteorder_record)
+
+    monkeypatch.setattr(torch.serialization, "_save", reshaped)
+    checkpoint_io._crc_free_parts_present.cache_clear()
+    try:
+        target = io.BytesIO()
+        checkpoint_io.serialize({"x": torch.arange(4)}, target)
+    finally:
+        monkeypatch.undo()
+        checkpoint_io._crc_free_parts_present.cache_clear()
+    target.seek(0)
+    with zipfile.ZipFile(target) as archive:
+        assert archive.testzip() is None  # torch.save's CRC32s are there and right
+    target.seek(0)
+    assert torch.equal(torch.load(target, weights_only=True)["x"], torch.arange(4))
 
 
 def test_keeps_newest_generations_only(tmp_path: Path) -> None:
