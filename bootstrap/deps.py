@@ -8,7 +8,7 @@ override a direct requirement) and reported in ``InstallResult.held``. So the re
 read (``bootstrap.reqfile``): comments, line continuations, ``-r``/``-c`` includes (relative to
 the including file), option lines passed through, and one filtered file written to ``state_dir``.
 The installer runs in the repo root, where pip and uv both resolve relative paths (``-e .``,
-``./pkg``).
+``./pkg``); ``--find-links`` folders are made absolute (uv reads them against the filtered file).
 
 Limitations of the reader, kept small on purpose (``packaging`` is not a dependency): a line is
 matched by its PEP 508 name only; a kept package given as a path or URL is recognised by its wheel
@@ -19,6 +19,14 @@ Skipping. A marker in ``state_dir`` is keyed by a sha256 of everything the insta
 bytes of each file read, the filtered files (they carry the pins and ``packages``), ``pip_args``,
 the interpreter and the installer. The repo itself is installed editable (``-e .``), so a new
 commit needs no reinstall unless its packaging files changed.
+
+Interrupted installs. The marker is cleared before the installer starts, so a killed install is
+redone, and what it left behind is dealt with first. uv links a wheel's files in no set order, so
+a package it was writing can pass for installed; uv and pip write INSTALLER after every other
+file, so a .dist-info without it is half-done, and uv is told to reinstall it (pip cannot
+reinstall one package alone, but it writes a wheel's .dist-info last). pip's uninstall moves the
+old version to ~-named folders until the new one is in; left there, pip takes them for the
+package and keeps the old .dist-info beside the new one, so they are deleted, as pip would have.
 """
 
 from __future__ import annotations
@@ -66,6 +74,18 @@ for dist in metadata.distributions():
     if key in want and key not in found:
         found[key] = dist.version
 print(json.dumps(found))
+"""
+_LEFTOVERS = """
+import json, os, sysconfig
+half, stash = [], []
+for folder in dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]):
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        path = os.path.join(folder, name)
+        if name.startswith("~"):
+            stash.append(path)
+        elif name.endswith(".dist-info") and not os.path.exists(os.path.join(path, "INSTALLER")):
+            half.append(name[: -len(".dist-info")].rsplit("-", 1)[0])
+print(json.dumps([half, stash]))
 """
 
 Installer = Literal["auto", "uv", "pip"]
@@ -136,7 +156,8 @@ def install_requirements(
         req_file, con_file = state_dir / "install-requirements.txt", state_dir / "install-con.txt"
         atomic_write_text(req_file, filtered)
         atomic_write_text(con_file, constraints)
-        argv += ["-r", str(req_file), "-c", str(con_file), *pip_args]
+        argv += ["-r", str(req_file), "-c", str(con_file), *_repair(name, python, pins, state_dir)]
+        argv += pip_args
         _run(argv, repo_root, log_path, progress, name, reader.labels, pins)
     else:
         log.debug("nothing left to install once kept packages are held")
@@ -187,6 +208,36 @@ def _versions_here(want: set[str]) -> dict[str, str]:
         if key in want and key not in found:
             found[key] = dist.version
     return found
+
+
+def _repair(installer: str, python: Path, pins: dict[str, tuple[str, str]], cwd: Path) -> list[str]:
+    """Clear what a killed install left behind; installer arguments that finish its work."""
+    try:
+        done = subprocess.run(
+            [str(python), "-c", _LEFTOVERS],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        half, stash = json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        log.debug("could not look for what an interrupted install left: %s", exc)
+        return []
+    if stash:
+        log.warning("removing %s, left by an interrupted pip uninstall", ", ".join(stash))
+    for path in map(Path, stash):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    found = sorted({canonical_name(n) for n in half} - set(pins))  # held ones are never written
+    if not found or installer != "uv":
+        return []
+    log.warning("reinstalling %s, left half-installed by an interrupted install", ", ".join(found))
+    return [arg for name in found for arg in ("--reinstall-package", name)]
 
 
 def _find_installer(choice: Installer, python: Path) -> tuple[str, list[str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -138,11 +139,8 @@ class RequirementsReader:
                     )
                 self.read(nested, constraint=option in ("-c", "--constraint"), origin=where)
                 return
-            if option in ("-f", "--find-links") and base is not None and not _URL.match(value):
-                # pip reads a find-links path relative to its file when it exists there.
-                local = base.parent / value
-                if local.exists():
-                    text = f"{option} {os.path.relpath(local, self.repo_root)}"
+            if option in ("-f", "--find-links") and value and not _URL.match(value):
+                text = f"{option} {shlex.quote(self._local_path(value, base))}"
             if option not in ("-e", "--editable"):
                 self.requirements.append(text)
                 return
@@ -154,6 +152,19 @@ class RequirementsReader:
             return
         (self.constraints if constraint else self.requirements).append(text)
         self.wanted += 0 if constraint else 1
+
+    def _local_path(self, value: str, base: Path | None) -> str:
+        """A find-links folder as an absolute path. The filtered file is read from state_dir, and
+        uv resolves a relative find-links path against the file naming it (pip: that file's
+        folder when the path exists there, else the working directory, the repo root)."""
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = []
+        path = Path(words[0] if len(words) == 1 else value)
+        if not path.is_absolute() and base is not None and (base.parent / path).exists():
+            path = base.parent / path
+        return os.path.abspath(self.repo_root / path)  # an absolute path is kept as it is
 
     def render(self) -> tuple[str, str]:
         head = "# written by colab-bootstrap; the installer runs in the repo root\n"
