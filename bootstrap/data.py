@@ -41,7 +41,14 @@ from bootstrap.extract import BUFSIZE, ExtractStats, extract_tar, extract_zip
 from bootstrap.fsutil import Marker, read_json
 from bootstrap.gnutar import NeedsFallback, extract_tar_gnu, tools_for
 from bootstrap.progress import ProgressFactory, no_progress
-from bootstrap.staging import merge_into, os_hint, work_folder
+from bootstrap.staging import (
+    check_room,
+    merge_into,
+    no_space,
+    os_hint,
+    space_problem,
+    work_folder,
+)
 
 __all__ = ["StageResult", "archive_kind", "is_archive", "stage_data"]
 
@@ -68,8 +75,12 @@ def stage_data(
     sha256: str | None = None,
     state_dir: str | os.PathLike[str],
     progress: ProgressFactory = no_progress,
+    label: str = "",
 ) -> StageResult:
-    """Copy or extract ``source`` into ``dest``, merging; skip when already staged from it."""
+    """Copy or extract ``source`` into ``dest``, merging; skip when already staged from it.
+
+    ``label`` (e.g. "data[0]") starts the message of a full-disk error, naming the recipe item.
+    """
     started = time.monotonic()
     target = Path(os.path.abspath(os.path.expanduser(os.fspath(dest))))
     expected = _expected_sha256(sha256)
@@ -98,6 +109,7 @@ def stage_data(
     # Cleared first: a stage that dies half-merged must not be mistaken for an older good one.
     marker.clear()
     log.debug("staging %s into %s", origin.display, target)
+    merging = False
     try:
         with work_folder(target) as work:
             tree = work / "tree"
@@ -110,8 +122,11 @@ def stage_data(
                 tree.mkdir()
                 stats = _materialise(origin, tree, work, expected, progress, fast=False)
             entries = sorted(os.listdir(tree))[:_ENTRIES_KEPT]
+            merging = True
             merge_into(tree, target)
     except OSError as exc:
+        if space_problem(exc):
+            raise no_space(exc, origin.display, target, label=label, merging=merging) from exc
         raise DataError(
             f"staging {origin.display} into {target} failed: {exc}", hint=os_hint(exc)
         ) from exc
@@ -169,6 +184,11 @@ def _materialise(
                 bar.set_total(total)
             reader = SourceReader(raw, bar, hashlib.sha256() if expected else None)
             kind = _kind(origin, reader.peek(HEAD_SIZE))
+            if kind == "tar" and total:
+                # A plain tar holds its files' bytes plus 512-byte headers and padding, so
+                # the files need at least about half its size (more for many small files):
+                # less free space than that cannot work.
+                check_room(tree, holds=total, least=total // 2)
             tools = tools_for(kind) if fast and kind != "zip" else None
             if tools is not None:
                 stats = extract_tar_gnu(reader, kind, tree, name=origin.display, tools=tools)
@@ -222,12 +242,25 @@ def _kind(origin: Origin, head: bytes) -> str:
     return kind
 
 
+class _DiskFull(Exception):
+    """Carries a full-disk OSError out of copytree, which would collect it and go on."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _copy_folder(origin: Origin, tree: Path, progress: ProgressFactory) -> ExtractStats:
     stats = ExtractStats()
     bar = progress(f"copying {origin.name}", total=origin.size, unit="B")
 
     def copy(src: str, dst: str) -> None:
-        shutil.copy2(src, dst)
+        try:
+            shutil.copy2(src, dst)
+        except OSError as exc:
+            if space_problem(exc):  # stop now: copytree would go on failing file by file
+                raise _DiskFull(exc) from exc
+            raise
         size = os.path.getsize(dst)
         stats.files += 1
         stats.bytes += size
@@ -237,7 +270,14 @@ def _copy_folder(origin: Origin, tree: Path, progress: ProgressFactory) -> Extra
         shutil.copytree(
             origin.location, tree, symlinks=True, copy_function=copy, dirs_exist_ok=True
         )
+    except _DiskFull as exc:
+        raise exc.error from None
     except shutil.Error as exc:
+        for _, _, why in exc.args[0]:  # copytree keeps only the text of what went wrong
+            number = re.match(r"\[Errno (\d+)\]", str(why))
+            error = OSError(int(number.group(1)), str(why)) if number else None
+            if error is not None and space_problem(error):
+                raise error from exc
         failures = "; ".join(f"{src}: {why}" for src, _, why in exc.args[0][:3])
         raise DataError(
             f"copying the folder {origin.display} failed: {failures}",

@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol, cast
 from bootstrap.archives import archive_kind, is_archive
 from bootstrap.errors import DataError
 from bootstrap.memberguard import MAX_PATH, MemberGuard
+from bootstrap.staging import check_room
 
 # archive_kind and is_archive are re-exported: callers imported them from here before
 # recognition moved to bootstrap.archives.
@@ -158,6 +159,10 @@ def extract_zip(
     made: set[str] = {str(dest)}
     try:
         with zipfile.ZipFile(path) as archive:
+            # The central directory says how much the files take; stop before writing any of
+            # it when the disk clearly lacks the room (a lie only makes a bad zip fail early).
+            need = sum(info.file_size for info in archive.infolist())
+            check_room(dest, holds=need, least=need)
             for info in archive.infolist():
                 _extract_zip_member(archive, info, guard, str(dest), made, stats)
                 if advance:

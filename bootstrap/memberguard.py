@@ -69,7 +69,11 @@ class MemberGuard:
             link = target
         if kind in ("file", "hardlink"):
             self._files.add(path)
-        self._seen.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        parent = path.rpartition("/")[0]
+        if not parent or parent in self._seen:  # its own parents were added with it
+            self._seen.add(path)
+        else:
+            self._seen.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
         return path, link
 
     def finish(self) -> None:

@@ -5,6 +5,13 @@ The work folder is on the same filesystem as ``dest`` (inside ``dest`` when that
 point), so the merge is renames only and a half-written file never shows under its final name.
 A hard kill can leave the work folder behind (a dot-folder named with the process id); the next
 stage removes it once that process is gone.
+
+A full scratch disk shows up in many shapes: ENOSPC or EDQUOT from a write, EFBIG when a file
+passes the file size limit (``ulimit -f``, or a filesystem's own), GNU tar reporting "Cannot
+write: No space left on device", or tar killed by SIGXFSZ. ``space_problem`` recognises them all
+(the GNU tar path turns its shapes into an ``OSError`` with the errno) and ``no_space`` makes the
+one message the user sees. ``check_room`` is the cheap pre-flight check for archives whose
+extracted size is known or bounded before extraction.
 """
 
 from __future__ import annotations
@@ -94,8 +101,78 @@ def merge_into(tree: Path, dest: Path) -> None:
                 os.replace(entry.path, target)
 
 
+_SPACE_PROBLEMS = {
+    errno.ENOSPC: "no space left on scratch",
+    errno.EDQUOT: "disk quota exceeded on scratch",
+    errno.EFBIG: "file too large for scratch (over the file size limit of its filesystem "
+    "or of `ulimit -f`)",
+}
+
+
+def space_problem(exc: BaseException) -> str | None:
+    """What a full scratch disk looks like, said plainly, or None for any other error."""
+    return _SPACE_PROBLEMS.get(exc.errno) if isinstance(exc, OSError) and exc.errno else None
+
+
+def no_space(
+    exc: OSError, source: str, dest: Path, *, label: str = "", merging: bool = False
+) -> DataError:
+    """The one message for every shape of a full scratch disk while staging into ``dest``;
+    ``merging``: it struck while moving the finished tree in, so some of it may be there."""
+    number = exc.errno or errno.ENOSPC
+    problem = _SPACE_PROBLEMS.get(number, _SPACE_PROBLEMS[errno.ENOSPC])
+    said = exc.strerror or ""
+    detail = f" {said}" if said and said != os.strerror(number) else ""  # check_room's figures
+    free = free_bytes(dest)
+    room = f" ({human_size(free)} free there now)" if free is not None else ""
+    limit = ", or raise the file size limit (`ulimit -f`)" if number == errno.EFBIG else ""
+    kept = "part of it may be there, not marked as staged" if merging else "nothing of it was kept"
+    return DataError(
+        f"{label + ': ' if label else ''}{problem}: staging {source} into {dest} stopped"
+        f"{detail}; {kept}",
+        hint=f"free space on scratch{room} or choose --scratch elsewhere, a disk with room for "
+        f"the data{limit}; then run again",
+    )
+
+
+def check_room(folder: Path, *, holds: int, least: int) -> None:
+    """Raise ENOSPC before extracting when ``folder``'s disk has less than ``least`` bytes free
+    for data of about ``holds`` bytes; a cheap early stop, never a guarantee."""
+    free = free_bytes(folder)
+    if free is not None and free < least:
+        raise OSError(
+            errno.ENOSPC,
+            f"before extracting: the archive holds about {human_size(holds)}, "
+            f"{human_size(free)} is free",
+        )
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the disk of ``path`` (or of its nearest existing parent), as we may use."""
+    if not hasattr(os, "statvfs"):
+        return None
+    for folder in (path, *path.parents):
+        try:
+            info = os.statvfs(folder)
+        except OSError:
+            continue
+        # Root may use the blocks reserved for it (we are root on Colab); others may not.
+        blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail
+        return blocks * info.f_frsize
+    return None
+
+
+def human_size(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
 def os_hint(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
+    if space_problem(exc):
         return "the disk is full: free space on scratch, or stage less data"
     if exc.errno == errno.ENOTCONN:
         return (

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -624,7 +625,57 @@ def test_gnu_tar_path_is_available_here() -> None:
     if tools_for("tar") is None:
         pytest.skip("no GNU tar on this machine; the tarfile path covers everything")
     tools = tools_for("tar.gz")
-    assert tools is not None and tools.decompress is not None
+    assert tools is not None and tools.inflate and tools.decompress is None  # zlib, in-process
+    if shutil.which("xz"):
+        tools = tools_for("tar.xz")
+        assert tools is not None and tools.decompress is not None
+
+
+def _gzip_cases(tar: bytes) -> dict[str, bytes]:
+    one = gzip.compress(tar)
+    return {
+        "concatenated-members": gzip.compress(tar[:5000]) + gzip.compress(tar[5000:]),
+        "trailing-junk": one + b"not gzip, ignored as gzip does" + os.urandom(3000),
+        "trailing-zeros": one + bytes(10240),
+        "member-split-across-reads": gzip.compress(tar[: 1024 * 1024 - 1])
+        + gzip.compress(tar[1024 * 1024 - 1 :]),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["concatenated-members", "trailing-junk", "trailing-zeros", "member-split-across-reads"],
+)
+def test_gzip_stream_variants_extract_like_gzip(
+    tmp_path: Path, dest: Path, state: Path, case: str
+) -> None:
+    files = {**FILES, "ds/big.bin": os.urandom(1_500_000)}  # several inflated pieces
+    tar = make_tar(tmp_path / "d.tar", files, "w").read_bytes()
+    source = tmp_path / "d.tar.gz"
+    source.write_bytes(_gzip_cases(tar)[case])
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()  # covers the trailing bytes too
+    assert stage_data(str(source), dest, sha256=digest, state_dir=state).files == len(files)
+    assert_tree(dest, files)
+
+
+@pytest.mark.parametrize("where", ["crc", "length", "cut-trailer", "cut-mid"])
+def test_gzip_damage_is_corrupt(tmp_path: Path, dest: Path, state: Path, where: str) -> None:
+    data = bytearray(
+        make_tar(tmp_path / "d.tar.gz", {**FILES, "r": os.urandom(300_000)}).read_bytes()
+    )
+    if where == "crc":
+        data[-8] ^= 0xFF
+    elif where == "length":
+        data[-2] ^= 0xFF
+    elif where == "cut-trailer":  # the tar inside is whole; the gzip trailer is not
+        data = data[:-4]
+    else:
+        data = data[: len(data) // 2]
+    (tmp_path / "d.tar.gz").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt or truncated") as caught:
+        stage_data(str(tmp_path / "d.tar.gz"), dest, state_dir=state)
+    assert "gzip: " in str(caught.value)
+    assert not dest.exists() and markers(state) == [] and leftovers(dest.parent) == []
 
 
 @pytest.mark.parametrize("suffix", ["tar", "tar.gz", "tar.xz"])
