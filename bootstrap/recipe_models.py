@@ -231,7 +231,7 @@ class RunSpec(_Model):
     setup: str | None = None
     epochs: StrictInt | None = Field(None, ge=1)
     # Commands run in {repo} after the data is staged and before the training (e.g. a
-    # dataset's prepare.py); each runs once per VM, see bootstrap.prepare.
+    # dataset's prepare.py); each runs once per VM, see bootstrap.prepare_steps.
     prepare: Annotated[tuple[PrepareSpec, ...], _none_is(tuple)] = ()
     # End this session of the training this long after it is first launched: the training is
     # asked to stop like at the time limit, and the tool exits 0 (a bounded --smoke run).

@@ -23,7 +23,7 @@ from bootstrap.errors import ExitCode, HostError, RepoError, UsageError
 from bootstrap.host import Host, detect_host
 from bootstrap.mirror import find_checkpoints, newest_checkpoint, restore_checkpoints
 from bootstrap.plan import Plan, resolve_plan
-from bootstrap.prepare import run_prepare_step
+from bootstrap.prepare_steps import run_prepare_step
 from bootstrap.recipe import load_recipe
 from bootstrap.repo import describe_url, sync_repo
 from bootstrap.report import Reporter, SilentReporter

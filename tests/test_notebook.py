@@ -52,3 +52,19 @@ def test_run_trains_in_a_supervised_child(kernel: Sandbox, demo: Path) -> None:
     assert outcome.exit_code == 0, outcome.message
     assert outcome.last_checkpoint is not None
     assert outcome.last_checkpoint.name == "epoch-001.pt"
+
+
+def test_public_names_are_not_shadowed_by_submodules() -> None:
+    # Importing a submodule sets an attribute of the package: a module named like a public
+    # function (bootstrap/prepare.py once did) silently replaces bootstrap.prepare.
+    import importlib
+    import pkgutil
+
+    import bootstrap
+
+    for info in pkgutil.iter_modules(bootstrap.__path__):
+        # not the ones that import torch or run on import (__main__)
+        if info.name not in ("__main__", "checkpoint", "checkpoint_io", "loop", "child"):
+            importlib.import_module(f"bootstrap.{info.name}")
+    for name in ("prepare", "run"):
+        assert callable(getattr(bootstrap, name)), name
