@@ -179,6 +179,7 @@ def setup(
                 sha256=item.sha256,
                 state_dir=plan.state_dir,
                 progress=ui.progress,
+                label=f"data[{item.index}]",
             )
             if staged.skipped:
                 step.skip(f"already staged in {item.dest}")

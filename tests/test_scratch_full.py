@@ -90,6 +90,7 @@ def _assert_failed_cleanly(
     assert len(errors) == 1, result.stderr
     error = errors[0]
     assert says in error and "scratch" in error, error
+    assert error.startswith("error: data[0]: "), error  # the recipe item, in the line itself
     assert f"into {dest} stopped" in error and "nothing of it was kept" in error, error
     assert "✗ data[0]" in result.stderr, result.stderr  # the step line names the recipe item
     fixes = [line for line in result.stderr.splitlines() if line.startswith("fix: ")]
