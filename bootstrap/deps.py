@@ -24,9 +24,10 @@ Interrupted installs. The marker is cleared before the installer starts, so a ki
 redone, and what it left behind is dealt with first. uv links a wheel's files in no set order, so
 a package it was writing can pass for installed; uv and pip write INSTALLER after every other
 file, so a .dist-info without it is half-done, and uv is told to reinstall it (pip cannot
-reinstall one package alone, but it writes a wheel's .dist-info last). pip's uninstall moves the
-old version to ~-named folders until the new one is in; left there, pip takes them for the
-package and keeps the old .dist-info beside the new one, so they are deleted, as pip would have.
+reinstall one package alone, but it writes a wheel's .dist-info last). An uninstall cut short
+leaves debris that is deleted: uv's, a .dist-info without METADATA (it removes the folder last;
+no tool can read or uninstall it); pip's, the ~-named folders it moves the old version to until
+the new one is in (pip takes them for the package and keeps the old .dist-info beside the new).
 """
 
 from __future__ import annotations
@@ -77,15 +78,16 @@ print(json.dumps(found))
 """
 _LEFTOVERS = """
 import json, os, sysconfig
-half, stash = [], []
+half, debris = [], []
 for folder in dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]):
     for name in os.listdir(folder) if os.path.isdir(folder) else ():
         path = os.path.join(folder, name)
-        if name.startswith("~"):
-            stash.append(path)
-        elif name.endswith(".dist-info") and not os.path.exists(os.path.join(path, "INSTALLER")):
+        info = name.endswith(".dist-info") and os.path.isdir(path)
+        if name.startswith("~") or info and not os.path.exists(os.path.join(path, "METADATA")):
+            debris.append(path)
+        elif info and not os.path.exists(os.path.join(path, "INSTALLER")):
             half.append(name[: -len(".dist-info")].rsplit("-", 1)[0])
-print(json.dumps([half, stash]))
+print(json.dumps([half, debris]))
 """
 
 Installer = Literal["auto", "uv", "pip"]
@@ -221,13 +223,13 @@ def _repair(installer: str, python: Path, pins: dict[str, tuple[str, str]], cwd:
             text=True,
             timeout=120,
         )
-        half, stash = json.loads(done.stdout)
+        half, debris = json.loads(done.stdout)
     except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
         log.debug("could not look for what an interrupted install left: %s", exc)
         return []
-    if stash:
-        log.warning("removing %s, left by an interrupted pip uninstall", ", ".join(stash))
-    for path in map(Path, stash):
+    if debris:
+        log.warning("removing %s, left by an interrupted uninstall", ", ".join(debris))
+    for path in map(Path, debris):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -10,10 +10,11 @@ and PIP_NO_INDEX make sure of it). Both installers are tried: uv, the tool's fir
 pip, which it falls back to when uv's binary cannot be found.
 
 Each round commits a new version of the wheels, runs the tool and kills it while the installer
-is at work: at a random moment after it starts (unpacking, resolving), or once a random number
-of files is in site-packages (a half-written package). The tool's group is frozen with SIGSTOP
-first, so the test can check that the installer really was still running when it died. Then
-what survives the kill:
+is at work: at a random moment after it starts (unpacking, resolving), once a random number of
+the old version's files are gone (an upgrade's uninstall cut short), or once a random number of
+the new version's files are in site-packages (a half-written package). Upgrades are killed both
+ways. The tool's group is frozen with SIGSTOP first, so the test can check that the installer
+really was still running when it died. Then what survives the kill:
 
 - a new VM: scratch wiped and the venv made anew. On Colab the installed packages live in the
   system Python, which a new VM loses together with /content (scratch, the installers' caches,
@@ -27,6 +28,10 @@ After each kill the rerun must install again (the marker was not trusted), end w
 of every wheel in place at the new version, one .dist-info each, nothing of an older version
 importable, and train with those packages. A last run with nothing changed must skip the
 install and leave site-packages untouched.
+
+One known limit: uv removes a package's .dist-info before its files, so when its uninstall of
+the old version is cut short, the old files still there are named by no metadata and nothing
+can find them to remove: the new version is complete, but a module only the old one had stays.
 """
 
 from __future__ import annotations
@@ -197,7 +202,7 @@ def _wait_for(proc: subprocess.Popen[str], found: Callable[[], object], what: st
         time.sleep(0.001)
 
 
-def _written(venv: Venv, major: str) -> int:
+def _files_of(venv: Venv, major: str) -> int:
     count = 0
     for dist in PACKAGES:
         with contextlib.suppress(FileNotFoundError):
@@ -213,20 +218,25 @@ def _kill_during_install(
     _wait_for(proc, lambda: _installer(pid), "the installer started")
     installer = _installer(pid)
     assert installer is not None
+    total = len(PACKAGES) * (MODULES + 1)
     if moment == "starting":
         delay = rng.uniform(0, 0.2)
         time.sleep(delay)
         when = f"{delay:.3f} s after the installer started"
+    elif moment == "removing":  # the version before, on its way out
+        old, target = str(int(major) - 1), rng.randrange(total // 4, total)
+        _wait_for(proc, lambda: _files_of(venv, old) <= target, f"v{old} down to {target} files")
+        when = f"once v{old} was down to {target} files"
     else:
-        target = rng.randrange(1, len(PACKAGES) * MODULES * 3 // 4)
-        _wait_for(proc, lambda: _written(venv, major) >= target, f"{target} files were written")
-        when = f"once {target} files were in site-packages"
+        target = rng.randrange(1, total * 3 // 4)
+        _wait_for(proc, lambda: _files_of(venv, major) >= target, f"{target} files written")
+        when = f"once {target} files of v{major} were written"
     os.killpg(pid, signal.SIGSTOP)  # frozen first, so that the check below is not a race
     running = _alive(installer)
     os.killpg(pid, signal.SIGKILL)
     proc.wait()
     assert running, f"the installer had already finished when the kill came ({when})"
-    return f"{when} ({_written(venv, major)} there)"
+    return when
 
 
 # -- the machine and its runs ---------------------------------------------------------------
@@ -308,7 +318,9 @@ def machine(request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path) ->
     return Machine(sandbox, venv, venv_dir, installer, recipe, env)
 
 
-def _assert_installed(machine: Machine, payloads: dict[str, Payload], version: str) -> None:
+def _assert_installed(
+    machine: Machine, payloads: dict[str, Payload], version: str, orphaned: set[str]
+) -> None:
     site_dir, major = machine.venv.site, version.split(".")[0]
     for dist, payload in payloads.items():
         mod = _module(dist)
@@ -318,7 +330,9 @@ def _assert_installed(machine: Machine, payloads: dict[str, Payload], version: s
         assert infos == [f"{mod}-{version}.dist-info"], infos
         # Subpackages only: files are checked above, and pip's ~ folders cannot be imported.
         left = {p.name for p in (site_dir / mod).iterdir() if p.name.isidentifier()}
-        assert left - {"__pycache__"} == {f"v{major}"}, f"{dist}: other versions: {left}"
+        left -= {"__pycache__", f"v{major}"}
+        left -= orphaned  # see the known limit above
+        assert not left, f"{dist}: files of other versions: {left}"
     check = (
         "import importlib, sys\nfrom importlib import metadata\n"
         "for dist in sys.argv[1:]:\n"
@@ -356,11 +370,13 @@ def test_kill_during_install_never_trusts_a_half_done_install(
 ) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
+    upgrade = rng.sample(["removing", "writing"], 2)  # both, on the same VM or not
     rounds = [
         ("1.0", rng.choice(["starting", "writing"]), "new VM"),
-        ("2.0", "writing", "same VM"),
-        ("3.0", rng.choice(["starting", "writing"]), "scratch lost, packages kept"),
+        ("2.0", upgrade[0], "same VM"),
+        ("3.0", upgrade[1], "scratch lost, packages kept"),
     ]
+    orphaned: set[str] = set()
     for version, moment, survives in rounds:
         payloads = _release(tmp_path / "origin", version)
         # After the first round: new requirements for a finished run, which trains again.
@@ -368,6 +384,8 @@ def test_kill_during_install_never_trusts_a_half_done_install(
         when = _kill_during_install(proc, machine.venv, version[0], moment, rng)
         context = f"{machine.installer}, seed {seed}, {version} killed {when}, then {survives}"
         assert not machine.marker.exists(), f"a half-done install left its marker ({context})"
+        if moment == "removing" and machine.installer == "uv":
+            orphaned.add(f"v{int(version[0]) - 1}")  # for good: nothing knows these files
         if survives == "new VM":
             machine.new_vm()
         elif survives == "scratch lost, packages kept":
@@ -376,7 +394,7 @@ def test_kill_during_install_never_trusts_a_half_done_install(
         assert re.search(rf"✓ install\s+with {machine.installer}", out), f"{context}:\n{out}"
         assert f"requirements: {' '.join([version] * len(PACKAGES))}" in out, f"{context}:\n{out}"
         try:
-            _assert_installed(machine, payloads, version)
+            _assert_installed(machine, payloads, version, orphaned)
         except AssertionError as exc:
             raise AssertionError(f"{exc} ({context})") from None
 
