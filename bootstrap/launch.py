@@ -73,6 +73,16 @@ def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def describe_exit(code: int) -> str:
+    """A child's exit status as a sentence ends: "exited with code 1", "was killed by SIGKILL"."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bootstrap.errors import PrepareError
 from bootstrap.fsutil import Marker
-from bootstrap.launch import OutputSink, TrainingProcess, child_environment
+from bootstrap.launch import OutputSink, TrainingProcess, child_environment, describe_exit
 from bootstrap.plan import Plan, PrepareStep
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,10 @@ def run_prepare_step(
     marker = Marker(plan.state_dir / f"{step.label}.json")
     key = {"command": list(step.command), "commit": commit}
     missing = missing_outputs(plan.work_dir, step.creates)
-    if marker.is_done(key) and not missing:
+    done = marker.is_done(key)
+    if done and not missing:
         return PrepareResult(True, "already done on this VM")
-    if missing and marker.is_done(key):
+    if done:
         log.info("%s: %s matches nothing; running it again", step.label, missing[0])
     marker.clear()
     argv = [python, *step.command]
@@ -64,9 +65,8 @@ def run_prepare_step(
     started = time.monotonic()
     code = _run(plan, argv, log_path, environ, output)
     if code != 0:
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         raise PrepareError(
-            f"run.{step.label} ({' '.join(step.command)}) {how}",
+            f"run.{step.label} ({' '.join(step.command)}) {describe_exit(code)}",
             hint=f"see {log_path}; fix the command or the data it reads, then run again",
             details=_tail(log_path),
         )

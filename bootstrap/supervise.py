@@ -22,7 +22,13 @@ from pathlib import Path
 from bootstrap.durations import format_duration
 from bootstrap.errors import ExitCode
 from bootstrap.faults import persist_fault_hook
-from bootstrap.launch import OutputSink, TrainingProcess, build_command, child_environment
+from bootstrap.launch import (
+    OutputSink,
+    TrainingProcess,
+    build_command,
+    child_environment,
+    describe_exit,
+)
 from bootstrap.mirror import CheckpointMirror, newest_checkpoint
 from bootstrap.plan import Plan
 from bootstrap.runstate import (
@@ -154,7 +160,7 @@ class Supervisor:
                     after = newest_checkpoint(self.plan.checkpoints, run.match)
                     progressed = _stamp(after) != _stamp(newest)
                     quick = self.clock() - started < CRASH_LOOP_SECONDS
-                    how = _describe_exit(code)
+                    how = describe_exit(code)
                     if restarts_left <= 0:
                         return self._finish(
                             FAILED,
@@ -305,12 +311,3 @@ def _stamp(path: Path | None) -> tuple[str, int] | None:
         return (str(path), path.stat().st_mtime_ns)
     except OSError:
         return None
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
