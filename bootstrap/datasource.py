@@ -17,9 +17,7 @@ import queue
 import re
 import stat
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -188,6 +186,11 @@ def open_source(origin: Origin) -> Iterator[tuple[BinaryIO, int | None]]:
         with open(origin.location, "rb", buffering=0) as handle:
             yield handle, origin.size
         return
+    # Here, not at the top: urllib.request pulls in http, ssl and email (~25 ms of start-up)
+    # that a recipe with only local sources never needs.
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(origin.location, headers={"User-Agent": "colab-bootstrap"})
     try:
         response = urllib.request.urlopen(request, timeout=_URL_TIMEOUT)

@@ -1,7 +1,7 @@
 """How library code reports progress without printing.
 
 A long step takes a ``ProgressFactory`` and opens one ``ProgressBar`` per long operation. The
-CLI passes a factory that draws rich or tqdm bars; library callers and tests get the silent
+CLI passes a factory that draws tqdm bars (or plain lines); library callers and tests get the silent
 default.
 """
 

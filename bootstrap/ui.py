@@ -3,22 +3,48 @@
 Tool messages go to stderr and the training's own output to stdout, untouched. When stderr is
 not a terminal (CI logs, files) everything is plain lines: no escape codes, and progress is a
 line every few seconds instead of a redrawn bar. A Colab cell is not a terminal but renders
-carriage returns, so bars are drawn there too.
+carriage returns, so bars are drawn there too. Styling is a handful of ANSI codes written by
+``Console`` here: a rendering library would cost more start-up time than the whole warm re-run's
+own work, and one more package pinned in the user's environment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
 from typing import IO
 
-from rich.console import Console
-from rich.markup import escape
-
 from bootstrap.progress import ProgressBar
+
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "bold red": "1;31"}
+
+
+class Console:
+    """Whole lines on a text stream, styled only where the stream is a terminal that wants it.
+
+    ``NO_COLOR`` (any value) and ``TERM=dumb`` turn styling off, as https://no-color.org asks.
+    """
+
+    def __init__(self, file: IO[str]):
+        self.file = file
+        isatty = getattr(file, "isatty", None)
+        self.is_terminal = bool(isatty and isatty())
+        self.color = (
+            self.is_terminal and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        )
+
+    def style(self, text: str, style: str) -> str:
+        code = _SGR.get(style) if self.color else None
+        return f"\x1b[{code}m{text}\x1b[0m" if code else text
+
+    def print(self, text: str, style: str = "") -> None:
+        self.file.write(self.style(text, style) + "\n")
+        self.file.flush()
+
 
 _MIN_LINE_INTERVAL = 5.0
 
@@ -47,7 +73,7 @@ class _LineBar:
         now = time.monotonic()
         if now - self._last >= _MIN_LINE_INTERVAL:
             self._last = now
-            self._console.print(f"  {escape(self._desc)}: {self._status()}", highlight=False)
+            self._console.print(f"  {self._desc}: {self._status()}")
 
     def set_total(self, total: int | None) -> None:
         self._total = total
@@ -57,7 +83,7 @@ class _LineBar:
 
     def close(self) -> None:
         if time.monotonic() - self._started >= _MIN_LINE_INTERVAL:
-            self._console.print(f"  {escape(self._desc)}: {self._status()}", highlight=False)
+            self._console.print(f"  {self._desc}: {self._status()}")
 
     def _status(self) -> str:
         done = _human(self._done, self._unit)
@@ -120,7 +146,7 @@ class ConsoleReporter:
     ):
         self._stream = stream or sys.stderr
         self._out = out
-        self.console = Console(file=self._stream, highlight=False, soft_wrap=True)
+        self.console = Console(self._stream)
         self.quiet = quiet
         self._bars = self.console.is_terminal if bars is None else bars
 
@@ -138,22 +164,24 @@ class ConsoleReporter:
         step = _Step()
         started = time.monotonic()
         if title == "train" and not self.quiet:
-            self.console.print(f"[bold]▸ {title}[/bold]")
+            self.console.print(f"▸ {title}", "bold")
         try:
             yield step
         except BaseException:
-            self._line("[red]✗[/red]", title, "failed", time.monotonic() - started)
+            self._line(("✗", "red"), title, "failed", time.monotonic() - started)
             raise
         seconds = time.monotonic() - started
         if step.skipped is not None:
-            self._line("[dim]–[/dim]", title, f"skipped: {step.skipped}", seconds)
+            self._line(("–", "dim"), title, f"skipped: {step.skipped}", seconds)
         else:
-            self._line("[green]✓[/green]", title, step.detail or "done", seconds)
+            self._line(("✓", "green"), title, step.detail or "done", seconds)
 
-    def _line(self, mark: str, title: str, text: str, seconds: float) -> None:
+    def _line(self, mark: tuple[str, str], title: str, text: str, seconds: float) -> None:
         if self.quiet:
             return
-        self.console.print(f"{mark} {title:<12} {escape(text)} [dim]({seconds:.1f} s)[/dim]")
+        style = self.console.style
+        took = style(f"({seconds:.1f} s)", "dim")
+        self.console.print(f"{style(*mark)} {title:<12} {text} {took}")
 
     def output(self, chunk: bytes) -> None:
         if self._out is not None:
@@ -170,7 +198,7 @@ class ConsoleReporter:
             sys.stdout.flush()
 
     def message(self, text: str, style: str = "") -> None:
-        self.console.print(f"[{style}]{escape(text)}[/{style}]" if style else escape(text))
+        self.console.print(text, style)
 
 
 class ConsoleLogHandler(logging.Handler):
@@ -184,9 +212,8 @@ class ConsoleLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = escape(record.getMessage())
             style = self._STYLES.get(record.levelno, "bold red")
             prefix = "! " if record.levelno >= logging.WARNING else "  "
-            self.console.print(f"[{style}]{prefix}{text}[/{style}]")
+            self.console.print(prefix + record.getMessage(), style)
         except Exception:  # a log line must never take the run down
             self.handleError(record)

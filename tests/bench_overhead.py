@@ -61,6 +61,9 @@ def main() -> int:
             "BOOTSTRAP_GPU": "0",
             "PYTHONPATH": str(ROOT),
         }
+        # As installed by pip, whose install writes .pyc files: with PYTHONDONTWRITEBYTECODE
+        # (set on some dev machines) the tool would recompile its ~40 modules on every start.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         recipe = ROOT / "recipes" / "demo.yaml"
         ours = [
             sys.executable,

@@ -25,7 +25,7 @@ import pytest
 
 from bootstrap.deps import InstallResult, install_requirements
 from bootstrap.errors import InstallError
-from bootstrap.reqfile import logical_lines, name_of
+from bootstrap.reqfile import canonical_name, logical_lines, name_of
 
 STATUS = (
     "import json, sys\nfrom importlib import metadata\nout = {}\nfor n in sys.argv[1:]:\n"
@@ -260,6 +260,19 @@ def test_the_running_interpreter_is_queried_in_process(tmp_path: Path) -> None:
         repo, requirements="auto", state_dir=tmp_path / "s", log_path=tmp_path / "l.log"
     )
     assert result.held == [("torch", torch, "torch>=99")] and not (tmp_path / "l.log").exists()
+
+
+def test_the_in_process_scan_agrees_with_importlib_metadata() -> None:
+    """The warm path reads versions from the .dist-info folders itself; it must see what
+    importlib.metadata sees, for every package of this venv (the first on sys.path wins)."""
+    from bootstrap.deps import _versions_here
+
+    expected: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        expected.setdefault(canonical_name(dist.metadata["Name"] or ""), dist.version)
+    assert len(expected) > 10
+    assert _versions_here(set(expected)) == expected
+    assert _versions_here({"no-such-package-here"}) == {}
 
 
 def test_second_run_skips_and_a_change_runs_again(target: Target) -> None:
