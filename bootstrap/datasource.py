@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import stat
+import sys
 import threading
 import urllib.parse
 import zlib
@@ -209,6 +210,22 @@ def open_source(origin: Origin) -> Iterator[tuple[BinaryIO, int | None]]:
     with response:
         length = response.headers.get("Content-Length", "")
         yield response, int(length) if length.isdigit() else None
+
+
+@contextlib.contextmanager
+def quick_thread_switches(interval: float = 0.0002) -> Iterator[None]:
+    """Let a waiting thread take the GIL within ``interval`` instead of the default 5 ms.
+
+    The Inflater (and a decompressor's feeder) drop the GIL while zlib works but must take it
+    back between output blocks; at 5 ms they wait behind the tar-parsing thread most of the
+    time (a gzip stream inflated 4x slower beside a busy thread; 1.3x at 0.2 ms).
+    """
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
 
 
 class Inflater(threading.Thread):

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bootstrap.datasource import Inflater
+from bootstrap.datasource import Inflater, quick_thread_switches
 from bootstrap.errors import DataError
 from bootstrap.extract import BUFSIZE, ExtractStats, Readable, corrupt
 from bootstrap.tarstream import CorruptTar, NeedsFallback, TarRewriter
@@ -154,7 +154,11 @@ def extract_tar_gnu(
     procs: list[subprocess.Popen[bytes]] = []
     feeder: _Feeder | None = None
     inflater: Inflater | None = None
-    with tempfile.TemporaryFile() as tar_log, tempfile.TemporaryFile() as unz_log:
+    with (
+        tempfile.TemporaryFile() as tar_log,
+        tempfile.TemporaryFile() as unz_log,
+        quick_thread_switches(),  # the inflater or feeder thread beside this parsing one
+    ):
         try:
             # C locale: tar's messages are matched below ("No space left on device").
             tar = _start(procs, command, tar_log, stdout=subprocess.DEVNULL, env=_C_LOCALE)

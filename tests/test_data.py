@@ -246,6 +246,21 @@ def test_truncated_archive_leaves_no_marker_and_a_good_run_follows(
     assert_tree(dest)
 
 
+def test_staging_gives_back_the_thread_switch_interval(
+    tmp_path: Path, dest: Path, state: Path
+) -> None:
+    """Streaming shortens the GIL switch interval for its threads; the notebook kernel that
+    called it gets its own setting back, after a good stage and after a corrupt one."""
+    before = sys.getswitchinterval()
+    source = make_tar(tmp_path / "data.tar.gz")
+    stage_data(str(source), dest, state_dir=state)
+    assert sys.getswitchinterval() == before
+    source.write_bytes(source.read_bytes()[:-40])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        stage_data(str(source), tmp_path / "other", state_dir=state)
+    assert sys.getswitchinterval() == before
+
+
 def test_plain_tar_cut_between_members_is_truncated(
     tmp_path: Path, dest: Path, state: Path
 ) -> None:
