@@ -54,14 +54,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bootstrap.datasource import Inflater, quick_thread_switches
 from bootstrap.errors import DataError
 from bootstrap.extract import BUFSIZE, ExtractStats, Readable, corrupt
+from bootstrap.inflate import Inflater, quick_thread_switches
 from bootstrap.tarstream import CorruptTar, NeedsFallback, TarRewriter
 
 __all__ = ["NeedsFallback", "TarTools", "extract_tar_gnu", "tools_for"]
 
-_DECOMPRESSORS = {  # gzip is inflated in-process (datasource.Inflater): faster than both
+_DECOMPRESSORS = {  # gzip is inflated in-process (inflate.Inflater): faster than both
     "tar.bz2": ("lbzip2", "pbzip2", "bzip2"),
     "tar.xz": ("xz",),
 }
