@@ -289,6 +289,64 @@ def test_second_run_skips_and_a_change_runs_again(target: Target) -> None:
     assert target.install(repo).skipped
 
 
+def _site(target: Target) -> Path:
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    return target.root / "venv" / "lib" / version / "site-packages"
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_relative_find_links_in_a_requirements_file_is_the_repos_folder(
+    target: Target, installer: str
+) -> None:
+    """The file is filtered into a copy on scratch; its relative paths still mean the repo's."""
+    repo = target.root / "repo"
+    make_wheel(repo / "vendor", "vendored", "1.0")
+    write(repo / "requirements.txt", "--no-index\n--find-links vendor\nvendored\n")
+    install_requirements(
+        repo,
+        requirements="auto",
+        installer=installer,  # type: ignore[arg-type]
+        python=target.python,
+        state_dir=target.state,
+        log_path=target.log,
+    )
+    assert target.versions("vendored") == {"vendored": "1.0"}
+
+
+def test_a_package_a_killed_install_left_half_written_is_reinstalled(target: Target) -> None:
+    """uv links a package's .dist-info before its files and writes INSTALLER last: a
+    .dist-info without INSTALLER is a half-written package, whatever its METADATA says."""
+    repo = target.root / "repo"
+    write(repo / "requirements.txt", "alpha\n")
+    target.install(repo)
+    site = _site(target)
+    (site / "alpha-1.0.dist-info" / "INSTALLER").unlink()
+    # The kill came before its files were linked (unlinked, not emptied: uv hardlinks files
+    # from its cache, and writing through the link would change the cached wheel's file too).
+    (site / "alpha" / "__init__.py").unlink()
+    write(repo / "requirements.txt", "alpha\nbeta==1.0\n")
+    target.install(repo)
+    assert (site / "alpha" / "__init__.py").read_text() == "VERSION = '1.0'\n"
+    assert (site / "alpha-1.0.dist-info" / "INSTALLER").exists()
+
+
+def test_debris_of_a_killed_uninstall_is_removed_before_installing(target: Target) -> None:
+    """pip stashes what it replaces in ~-named folders; uv removes METADATA first. Left by a
+    kill, both make a second version visible beside the real one."""
+    repo = target.root / "repo"
+    write(repo / "requirements.txt", "beta==2.0\n")
+    target.install(repo)
+    site = _site(target)
+    stash = site / "~eta"
+    write(stash / "__init__.py", "VERSION = 'old'\n")
+    gutted = site / "beta-1.0.dist-info"
+    write(gutted / "RECORD", "")
+    write(repo / "requirements.txt", "beta==2.0\nalpha\n")
+    target.install(repo)
+    assert not stash.exists() and not gutted.exists()
+    assert target.versions("beta", "alpha") == {"beta": "2.0", "alpha": "1.0"}
+
+
 def test_a_failed_install_reports_the_tail_and_leaves_no_marker(target: Target) -> None:
     repo = target.root / "repo"
     write(repo / "requirements.txt", "alpha\n")
