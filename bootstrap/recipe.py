@@ -5,7 +5,7 @@ never mutates its input. Both collect every problem and raise one RecipeError li
 ``file:line: dotted.key: message``. A value that came from a profile is reported where the
 profile writes it (``profiles.smoke.run.args``), one from ``--set`` as ``(from --set)``.
 The models live in ``bootstrap.recipe_models``, and the YAML and overlay machinery in
-``bootstrap.recipe_source``; pydantic's errors are translated here, never shown raw.
+``bootstrap.recipe_source``; the models' issues are worded here.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from bootstrap.errors import Problem, RecipeError
+from bootstrap.fields import Invalid, Issue
+from bootstrap.modelkit import Model
 from bootstrap.placeholders import (
     KNOWN,
     PlaceholderError,
@@ -54,7 +54,7 @@ from bootstrap.recipe_source import (
 
 __all__ = ["Recipe", "Where", "load_recipe", "parse_recipe"]
 
-_SECTIONS: dict[str, type[BaseModel]] = {
+_SECTIONS: dict[str, type[Model]] = {
     "storage": Storage,
     "repo": RepoSpec,
     "install": InstallSpec,
@@ -68,68 +68,30 @@ _EXAMPLES = {
     ("run",): "run: {script: train.py}",
     ("data", "source"): 'source: "{persist}/data.tar"',
 }
-_EXPECTED = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "tuple_type": "a list",
-    "list_type": "a list",
-}
-
-
-def _keys(model: type[BaseModel]) -> list[str]:
-    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _unknown(path: KeyPath) -> str:
     key, parent = str(path[-1]), path[:-1]
     model = _SECTIONS.get(parent[0], Recipe) if parent else Recipe
-    valid = _keys(model)
+    valid = model.yaml_keys()
     close = difflib.get_close_matches(key, valid, n=1)
     if close:
         return f"unknown key {key!r}; did you mean {close[0]!r}?"
     if not parent:  # a key written one level too high, e.g. `restarts:` beside `run:`
         for section, section_model in _SECTIONS.items():
-            if section != "data" and key in _keys(section_model):
+            if section != "data" and key in section_model.yaml_keys():
                 return f"unknown key {key!r}; did you mean '{section}.{key}'?"
     return f"unknown key {key!r}; valid keys: {', '.join(valid)}"
 
 
-def _is_scalar(value: object) -> bool:
-    return value is not None and not isinstance(value, (str, list, tuple, dict))
-
-
-def _translate(error: Mapping[str, Any]) -> tuple[KeyPath, str]:
-    """One pydantic error as (path, message) in the words of RECIPE.md."""
-    path, kind = tuple(error["loc"]), error["type"]
-    value, ctx = error.get("input"), error.get("ctx") or {}
-    if path and path[-1] == "[key]":
-        return path[:-1], f"keys must be strings, got {describe(path[-2])}"
-    if kind == "missing":
-        example = _EXAMPLES.get(tuple(p for p in path if not isinstance(p, int)))
-        return path, "missing required key" + (f"; add e.g. `{example}`" if example else "")
-    if kind == "extra_forbidden":
-        return path, _unknown(path)
-    if kind in ("value_error", "assertion_error") and "error" in ctx:
-        return path, str(ctx["error"])
-    if kind in _EXPECTED:
-        quote = "; quote it" if kind == "string_type" and _is_scalar(value) else ""
-        return path, f"expected {_EXPECTED[kind]}, got {describe(value)}{quote}"
-    if kind == "literal_error":
-        return path, f"expected {ctx.get('expected')}, got {describe(value)}"
-    for bound, words in (("ge", "at least"), ("gt", "more than")):
-        if bound in ctx:
-            return path, f"must be {words} {ctx[bound]}, got {describe(value)}"
-    message = str(error.get("msg", "invalid value"))
-    return path, message[:1].lower() + message[1:]
+def _translate(issue: Issue) -> tuple[KeyPath, str]:
+    """One issue as (path, message) in the words of RECIPE.md."""
+    if issue.kind == "missing":
+        example = _EXAMPLES.get(tuple(p for p in issue.path if not isinstance(p, int)))
+        return issue.path, "missing required key" + (f"; add e.g. `{example}`" if example else "")
+    if issue.kind == "unknown":
+        return issue.path, _unknown(issue.path)
+    return issue.path, issue.message
 
 
 def _strings(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, str]]:
@@ -175,13 +137,13 @@ def _check(
     recipe = None
     run = data.get("run")
     try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors():
-            path, message = _translate(error)
+        recipe = Recipe.from_mapping(data)
+    except Invalid as exc:
+        for issue in exc.issues:
+            path, message = _translate(issue)
             if path == ("version",) and message.startswith("unsupported"):
                 return None, [_problem(locate, path, message)]  # the rest is likely a new format
-            if path == ("run",) and isinstance(run, dict) and error["type"] == "value_error":
+            if path == ("run",) and isinstance(run, dict) and issue.kind == "invalid":
                 continue  # the cross-key rules of run, reported below with their exact key
             found.append((path, message))
     if isinstance(run, dict):

@@ -1,87 +1,61 @@
 """The recipe as typed, immutable models: one class per section of RECIPE.md (version 1).
 
 Field names are the YAML keys, except where a key shadows a Python builtin: ``run.callable`` is
-``RunSpec.entry_callable`` in Python (alias ``"callable"``). Models are built from YAML mappings by
-alias, so ``entry_callable:`` in a recipe is an unknown key, and every error names the YAML key.
-Build them with ``bootstrap.recipe.parse_recipe`` or ``load_recipe``: those collect every
-problem with its line; building a model directly raises pydantic's ValidationError.
+``RunSpec.entry_callable`` in Python (YAML key ``"callable"``), so ``entry_callable:`` in a
+recipe is an unknown key, and every error names the YAML key. Build them with
+``bootstrap.recipe.parse_recipe`` or ``load_recipe``: those collect every problem with its line;
+``Model.from_mapping`` raises ``bootstrap.fields.Invalid``. The checks are declared with each
+field (``bootstrap.fields``, ``bootstrap.modelkit``), which also give the JSON Schema.
 """
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StrictBool,
-    StrictInt,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from typing import Any, Literal
 
 from bootstrap.durations import parse_duration
+from bootstrap.fields import (
+    Bool,
+    Check,
+    Custom,
+    Duration,
+    Int,
+    Issue,
+    KeyPath,
+    ListOf,
+    MapOf,
+    NoneIs,
+    OneOf,
+    Optional,
+    Str,
+    Text,
+    Then,
+    describe,
+)
+from bootstrap.modelkit import Model, ModelOf, as_data, spec
+
+__all__ = ["describe"]  # and the models below
 
 SUPPORTED_VERSION = 1
 ENTRY_KEYS = ("script", "module", "callable")
 ENTRY_MESSAGE = "give exactly one of run.script, run.module, run.callable"
 
 
-def describe(value: object) -> str:
-    """A value as an error message shows it: 'three', 3, null, a list."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return f"a date ({value})"
-    return f"a {type(value).__name__}"
-
-
-def _text(value: object) -> object:
-    """Scalars become the strings a user would expect: 3 -> "3", true -> "true"."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value  # a string passes; anything else fails the str check with a clear message
-
-
-def _none_is(empty: Callable[[], object]) -> BeforeValidator:
-    # `install:` with only comments under it is null in YAML; it means "the defaults".
-    return BeforeValidator(lambda v: empty() if v is None else v)
-
-
-def _globs(example: str) -> BeforeValidator:
+def _globs(example: str) -> Check:
     """One glob or a non-empty list of them."""
+    message = f"give at least one glob, e.g. {example}"
+    as_list = ListOf(Str(), min_items=(1, message))
 
-    def check(value: object) -> object:
-        if isinstance(value, str):
-            return (value,)
-        if isinstance(value, (list, tuple)) and not value:
-            raise ValueError(f"give at least one glob, e.g. {example}")
-        return value
+    class Globs(Check):
+        def __call__(self, value: Any, path: KeyPath, issues: list[Issue]) -> Any:
+            return (value,) if isinstance(value, str) else as_list(value, path, issues)
 
-    return BeforeValidator(check)
+        def schema(self) -> dict[str, Any]:
+            return {"anyOf": [{"type": "string"}, as_list.schema()]}
 
-
-def _duration(value: object) -> object:
-    if value is None or isinstance(value, (str, int, float)):
-        return None if value is None else parse_duration(value)
-    raise ValueError(f"expected a duration, got {describe(value)}")
+    return Globs()
 
 
 def _requirements(value: object) -> object:
@@ -130,79 +104,117 @@ def _env_name(value: str | None) -> str | None:
     return value
 
 
-Text = Annotated[str, BeforeValidator(_text)]
-# Editors see what a user may write, not the float it becomes.
-_DURATION_SCHEMA = {"type": ["number", "string"], "description": "seconds, 11h30m, 90s or HH:MM:SS"}
-Duration = Annotated[float, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
+def _sha256(value: str | None) -> str | None:
+    if value is None:
+        return None
+    digest = value.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"expected 64 hexadecimal characters (a SHA-256), got {value!r}")
+    return digest
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _module_name(value: str | None) -> str | None:
+    if value is not None and not _is_dotted(value):
+        raise ValueError(f"expected a dotted module name, e.g. mypkg.train, got {value!r}")
+    return value
 
 
-class Storage(_Model):
-    persist: str = "auto"
-    scratch: str = "auto"
+def _script_path(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("expected a script path relative to {repo}, e.g. train.py")
+    return value
 
 
-class RepoSpec(_Model):
-    url: str
-    ref: str | None = None
-    path: str | None = None
-    into: Literal["scratch", "persist"] = "scratch"
-    token_env: str | None = None
-    submodules: StrictBool = False
-
-    _token_env = field_validator("token_env")(_env_name)
+def _env_names(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        _env_name(key)
+    return value
 
 
-class InstallSpec(_Model):
-    requirements: Annotated[Literal["auto"] | tuple[str, ...], BeforeValidator(_requirements)] = (
-        "auto"
+def _kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    _json_like(value)
+    return value
+
+
+def _version(value: int) -> int:
+    if value != SUPPORTED_VERSION:
+        raise ValueError(
+            f"unsupported recipe version {value}; this colab-bootstrap reads version "
+            f"{SUPPORTED_VERSION} (upgrade colab-bootstrap, or write version: 1)"
+        )
+    return value
+
+
+def _name(value: str) -> str:
+    if not value or any(not (c.isascii() and (c.isalnum() or c in "._-")) for c in value):
+        raise ValueError(f"{value!r} is not a valid name: use letters, digits, '.', '_', '-'")
+    if value in (".", ".."):
+        raise ValueError(f"{value!r} is not a valid name: it names a folder, {{run}}")
+    return value
+
+
+_TEXT_LIST = ListOf(Text())
+_OPTIONAL_STR = Optional(Str())
+_REQUIREMENTS_SCHEMA = {
+    "anyOf": [{"const": "auto", "type": "string"}, {"items": {"type": "string"}, "type": "array"}]
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Storage(Model):
+    persist: str = spec(Str(), "auto")
+    scratch: str = spec(Str(), "auto")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RepoSpec(Model):
+    url: str = spec(Str())
+    ref: str | None = spec(_OPTIONAL_STR, None)
+    path: str | None = spec(_OPTIONAL_STR, None)
+    into: Literal["scratch", "persist"] = spec(OneOf("scratch", "persist"), "scratch")
+    token_env: str | None = spec(Then(_OPTIONAL_STR, _env_name), None)
+    submodules: bool = spec(Bool(), False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InstallSpec(Model):
+    requirements: Literal["auto"] | tuple[str, ...] = spec(
+        Custom(_requirements, _REQUIREMENTS_SCHEMA), "auto"
     )
-    packages: tuple[str, ...] = ()
-    keep: tuple[str, ...] = ("torch", "torchvision", "torchaudio")
-    pip_args: tuple[str, ...] = ()
+    packages: tuple[str, ...] = spec(ListOf(Str()), ())
+    keep: tuple[str, ...] = spec(ListOf(Str()), ("torch", "torchvision", "torchaudio"))
+    pip_args: tuple[str, ...] = spec(ListOf(Str()), ())
 
 
-class DataItem(_Model):
-    source: str
-    to: str = "{scratch}/data"
-    sha256: str | None = None
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        digest = value.strip().lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"expected 64 hexadecimal characters (a SHA-256), got {value!r}")
-        return digest
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataItem(Model):
+    source: str = spec(Str())
+    to: str = spec(Str(), "{scratch}/data")
+    sha256: str | None = spec(Then(_OPTIONAL_STR, _sha256), None)
 
 
-class PrepareSpec(_Model):
+def _one_command(step: PrepareSpec) -> None:
+    given = [key for key in ("script", "module") if getattr(step, key) is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of script or module"
+            + (f" (got {', '.join(given)})" if given else ", e.g. script: prepare.py")
+        )
+    if step.module is not None and not _is_dotted(step.module):
+        raise ValueError(f"expected a dotted module name, e.g. data.prepare, got {step.module!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrepareSpec(Model):
     """One item of ``run.prepare``: a command run in ``{repo}`` before the training."""
 
-    script: str | None = None
-    module: str | None = None
-    args: tuple[Text, ...] = ()
-    # Globs relative to {repo}; when given, the command is also re-run if any matches nothing.
-    creates: Annotated[tuple[str, ...], _globs('creates: "data/train.bin"')] = ()
+    rules = (_one_command,)
 
-    @model_validator(mode="after")
-    def _one_command(self) -> PrepareSpec:
-        given = [key for key in ("script", "module") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of script or module"
-                + (f" (got {', '.join(given)})" if given else ", e.g. script: prepare.py")
-            )
-        if self.module is not None and not _is_dotted(self.module):
-            raise ValueError(
-                f"expected a dotted module name, e.g. data.prepare, got {self.module!r}"
-            )
-        return self
+    script: str | None = spec(_OPTIONAL_STR, None)
+    module: str | None = spec(_OPTIONAL_STR, None)
+    args: tuple[str, ...] = spec(_TEXT_LIST, ())
+    # Globs relative to {repo}; when given, the command is also re-run if any matches nothing.
+    creates: tuple[str, ...] = spec(_globs('creates: "data/train.bin"'), ())
 
     @property
     def command(self) -> str:
@@ -210,68 +222,43 @@ class PrepareSpec(_Model):
         return self.script if self.script is not None else f"-m {self.module}"
 
 
-class RunSpec(_Model):
+def _entry(run: RunSpec) -> None:
+    problems = entry_problems(
+        {key: value for key, value in as_data(run).items() if value is not None}
+    )
+    if problems:
+        raise ValueError(problems[0][1])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSpec(Model):
     """``run``. The YAML key ``callable`` is the attribute ``entry_callable``."""
 
-    script: str | None = None
-    module: str | None = None
-    entry_callable: str | None = Field(None, alias="callable")
-    args: tuple[Text, ...] = ()
-    kwargs: Annotated[dict[str, Any], _none_is(dict)] = Field(default_factory=dict)
-    env: Annotated[dict[str, Text], _none_is(dict)] = Field(default_factory=dict)
-    checkpoints: str = "{ckpt}"
-    match: Annotated[tuple[str, ...], _globs('match: "**/*.pt"')] = ("**/*",)
-    resume: tuple[Text, ...] | None = None
-    restarts: StrictInt = Field(3, ge=0)
-    time_limit: Duration | None = Field(None, gt=0)
-    stop_grace: Duration = 60.0
+    rules = (_entry,)
+
+    script: str | None = spec(Then(_OPTIONAL_STR, _script_path), None)
+    module: str | None = spec(Then(_OPTIONAL_STR, _module_name), None)
+    entry_callable: str | None = spec(Then(_OPTIONAL_STR, _entry_point), None, key="callable")
+    args: tuple[str, ...] = spec(_TEXT_LIST, ())
+    kwargs: dict[str, Any] = spec(NoneIs(Then(MapOf(), _kwargs), dict), factory=dict)
+    env: dict[str, str] = spec(NoneIs(Then(MapOf(Text()), _env_names), dict), factory=dict)
+    checkpoints: str = spec(Str(), "{ckpt}")
+    match: tuple[str, ...] = spec(_globs('match: "**/*.pt"'), ("**/*",))
+    resume: tuple[str, ...] | None = spec(Optional(_TEXT_LIST), None)
+    restarts: int = spec(Int(minimum=0), 3)
+    time_limit: float | None = spec(Optional(Duration(parse_duration, positive=True)), None)
+    stop_grace: float = spec(Duration(parse_duration), 60.0)
     # none: stdin closed. terminal: a pseudo-terminal as stdin only (output stays piped and
     # teed), for code that asks the terminal its size (`stty size`) or checks isatty().
-    stdin: Literal["none", "terminal"] = "none"
-    setup: str | None = None
-    epochs: StrictInt | None = Field(None, ge=1)
+    stdin: Literal["none", "terminal"] = spec(OneOf("none", "terminal"), "none")
+    setup: str | None = spec(Then(_OPTIONAL_STR, _entry_point), None)
+    epochs: int | None = spec(Optional(Int(minimum=1)), None)
     # Commands run in {repo} after the data is staged and before the training (e.g. a
     # dataset's prepare.py); each runs once per VM, see bootstrap.prepare_steps.
-    prepare: Annotated[tuple[PrepareSpec, ...], _none_is(tuple)] = ()
+    prepare: tuple[PrepareSpec, ...] = spec(NoneIs(ListOf(ModelOf(PrepareSpec)), tuple), ())
     # End this session of the training this long after it is first launched: the training is
     # asked to stop like at the time limit, and the tool exits 0 (a bounded --smoke run).
-    stop_after: Duration | None = Field(None, gt=0)
-
-    _entry_points = field_validator("entry_callable", "setup")(_entry_point)
-
-    @field_validator("module")
-    @classmethod
-    def _module(cls, value: str | None) -> str | None:
-        if value is not None and not _is_dotted(value):
-            raise ValueError(f"expected a dotted module name, e.g. mypkg.train, got {value!r}")
-        return value
-
-    @field_validator("script")
-    @classmethod
-    def _script(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("expected a script path relative to {repo}, e.g. train.py")
-        return value
-
-    @field_validator("kwargs")
-    @classmethod
-    def _kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _json_like(value)
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            _env_name(key)
-        return value
-
-    @model_validator(mode="after")
-    def _entry(self) -> RunSpec:
-        problems = entry_problems(self.model_dump(by_alias=True, exclude_defaults=True))
-        if problems:
-            raise ValueError(problems[0][1])
-        return self
+    stop_after: float | None = spec(Optional(Duration(parse_duration, positive=True)), None)
 
     @property
     def entry_kind(self) -> Literal["script", "module", "callable"]:
@@ -286,7 +273,7 @@ class RunSpec(_Model):
         for value in (self.script, self.module, self.entry_callable):
             if value is not None:
                 return value
-        raise RuntimeError("run has no entry point")  # the validator makes this unreachable
+        raise RuntimeError("run has no entry point")  # the rules make this unreachable
 
     @property
     def loop_mode(self) -> bool:
@@ -311,60 +298,33 @@ def entry_problems(run: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
     return problems
 
 
-class Recipe(_Model):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe(Model):
     """A validated recipe. ``source_path`` and ``base_dir`` are not YAML keys."""
 
-    version: StrictInt = SUPPORTED_VERSION
-    name: str
-    storage: Annotated[Storage, _none_is(dict)] = Field(default_factory=Storage)
-    repo: RepoSpec
-    install: Annotated[InstallSpec, _none_is(dict)] = Field(default_factory=InstallSpec)
-    data: Annotated[tuple[DataItem, ...], _none_is(tuple)] = ()
-    gpu: Literal["optional", "required", "none"] = "optional"
-    run: RunSpec
-    profiles: Annotated[dict[str, Annotated[dict[str, Any], _none_is(dict)]], _none_is(dict)] = (
-        Field(default_factory=dict)
+    version: int = spec(Then(Int(), _version), SUPPORTED_VERSION)
+    name: str = spec(Then(Str(), _name))
+    storage: Storage = spec(NoneIs(ModelOf(Storage), Storage), factory=Storage)
+    repo: RepoSpec = spec(ModelOf(RepoSpec))
+    install: InstallSpec = spec(NoneIs(ModelOf(InstallSpec), InstallSpec), factory=InstallSpec)
+    data: tuple[DataItem, ...] = spec(NoneIs(ListOf(ModelOf(DataItem)), tuple), ())
+    gpu: Literal["optional", "required", "none"] = spec(
+        OneOf("optional", "required", "none"), "optional"
+    )
+    run: RunSpec = spec(ModelOf(RunSpec))
+    profiles: dict[str, dict[str, Any]] = spec(
+        NoneIs(MapOf(NoneIs(MapOf(), dict)), dict), factory=dict
     )
 
-    _source_path: Path | None = PrivateAttr(None)
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: int) -> int:
-        if value != SUPPORTED_VERSION:
-            raise ValueError(
-                f"unsupported recipe version {value}; this colab-bootstrap reads version "
-                f"{SUPPORTED_VERSION} (upgrade colab-bootstrap, or write version: 1)"
-            )
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value or any(not (c.isascii() and (c.isalnum() or c in "._-")) for c in value):
-            raise ValueError(f"{value!r} is not a valid name: use letters, digits, '.', '_', '-'")
-        if value in (".", ".."):
-            raise ValueError(f"{value!r} is not a valid name: it names a folder, {{run}}")
-        return value
-
-    @property
-    def source_path(self) -> Path | None:
-        """The recipe file, or None for a recipe parsed from a mapping."""
-        return self._source_path
-
-    @property
-    def base_dir(self) -> Path:
-        """Relative paths in the recipe are relative to this folder: the file's, or the cwd."""
-        return self._base_dir
+    # Where the recipe came from: not YAML keys, not compared.
+    source_path: Path | None = dataclasses.field(default=None, compare=False, repr=False)
+    base_dir: Path = dataclasses.field(default_factory=Path.cwd, compare=False, repr=False)
 
     def with_source(self, source_path: Path | None, base_dir: Path | None = None) -> Recipe:
-        """A copy that knows where it came from."""
-        copy = self.model_copy()
-        copy._source_path = source_path
-        copy._base_dir = base_dir or (source_path.parent if source_path else Path.cwd())
-        return copy
+        """A copy that knows where it came from (the file, and the folder paths start from)."""
+        base = base_dir or (source_path.parent if source_path else Path.cwd())
+        return dataclasses.replace(self, source_path=source_path, base_dir=base)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain YAML-ready data, keyed by the YAML names (for --dry-run)."""
-        return self.model_dump(mode="json", by_alias=True)
+        return as_data(self)

@@ -15,13 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bootstrap.modelkit import model_schema
 from bootstrap.recipe_models import Recipe
 
 SCHEMA_FILE = Path(__file__).with_name("recipe.schema.json")
 
 
 def recipe_schema() -> dict[str, Any]:
-    schema = Recipe.model_json_schema(by_alias=True)
+    defs: dict[str, Any] = {}
+    schema = {**model_schema(Recipe, defs), "$defs": defs}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "colab-bootstrap recipe (version 1)",

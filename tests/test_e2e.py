@@ -156,6 +156,10 @@ def test_parent_never_imports_torch(sandbox: Sandbox, demo: Path) -> None:
         "from bootstrap.cli import main\n"
         "code = main(sys.argv[1:])\n"
         "assert 'torch' not in sys.modules, 'the parent imported torch'\n"
+        # Nor what a repo's requirements commonly pin to other versions: the tool shares the
+        # user's Python, so what it imports there is what a user's install can break.
+        "late = {'pydantic', 'rich', 'numpy', 'urllib.request'} & set(sys.modules)\n"
+        "assert not late, f'the parent imported {late}'\n"
         "print('PARENT-CLEAN', code)\n"
     )
     result = subprocess.run(
