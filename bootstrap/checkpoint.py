@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,21 +62,6 @@ def _is_writer() -> bool:
     if dist is not None and dist.is_available() and dist.is_initialized():
         return bool(dist.get_rank() == 0)
     return True
-
-
-_WRITER_NICE = 10  # CPU weight 110 against the training's 1024 (nice 0) when both want a core
-
-
-def _yield_cpu_to_the_training() -> None:
-    """Lower this thread's CPU priority, so the write runs on cycles the training leaves idle.
-
-    On a VM with two cores and torch using both, every CPU millisecond the background write
-    takes while the training is busy comes out of the training. On Linux a thread has its own
-    nice value (setpriority on its thread id); elsewhere this does nothing.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _WRITER_NICE)
 
 
 class Checkpointer:
@@ -209,7 +193,6 @@ class Checkpointer:
         self.close()
 
     def _write_in_background(self, payload: dict[str, Any], path: Path) -> None:
-        _yield_cpu_to_the_training()
         try:
             self._write(payload, path)
         except BaseException as exc:  # surfaced on the caller's thread

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import random
-import sys
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bootstrap import checkpoint, checkpoint_io
+from bootstrap import checkpoint_io
 from bootstrap.checkpoint import Checkpointer, list_generations
 
 
@@ -151,30 +148,6 @@ def test_async_save_snapshots_state_before_returning(tmp_path: Path) -> None:
     saved = torch.load(tmp_path / "step-000000001.pt", weights_only=True)["objects"]["model"]
     for key, value in before.items():
         assert torch.equal(saved[key], value)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-def test_the_background_write_runs_at_a_lower_cpu_priority(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The training keeps its priority; the writer thread yields the CPU to it."""
-    seen: list[int] = []
-    real = checkpoint.serialize
-
-    def spy(obj: Any, file: Any) -> None:
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        real(obj, file)
-
-    monkeypatch.setattr(checkpoint, "serialize", spy)
-    model, _ = _model_and_optimizer()
-    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    with Checkpointer(tmp_path, async_save=True) as ckpt:
-        ckpt.save(1, model=model)
-        ckpt.wait()
-        ckpt.save(2, model=model, blocking=True)  # on the caller's thread: unchanged
-    assert seen == [min(ours + 10, 19), ours]
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours
-    assert len(list_generations(tmp_path)) == 2
 
 
 def test_async_error_surfaces_on_next_call(tmp_path: Path) -> None:
