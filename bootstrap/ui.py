@@ -26,7 +26,8 @@ _SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "bo
 class Console:
     """Whole lines on a text stream, styled only where the stream is a terminal that wants it.
 
-    ``NO_COLOR`` (any value) and ``TERM=dumb`` turn styling off, as https://no-color.org asks.
+    ``NO_COLOR`` (set and not empty, as https://no-color.org defines it) and ``TERM=dumb`` turn
+    styling off.
     """
 
     def __init__(self, file: IO[str]):
@@ -34,7 +35,7 @@ class Console:
         isatty = getattr(file, "isatty", None)
         self.is_terminal = bool(isatty and isatty())
         self.color = (
-            self.is_terminal and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+            self.is_terminal and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         )
 
     def style(self, text: str, style: str) -> str:

@@ -45,7 +45,7 @@ def test_a_terminal_gets_styles(
     assert console.style("plain", "") == "plain"
 
 
-@pytest.mark.parametrize("env", [{"NO_COLOR": "1"}, {"NO_COLOR": ""}, {"TERM": "dumb"}])
+@pytest.mark.parametrize("env", [{"NO_COLOR": "1"}, {"NO_COLOR": "0"}, {"TERM": "dumb"}])
 def test_no_color_and_dumb_terminals_get_plain_text(
     terminal: io.TextIOWrapper, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
@@ -56,6 +56,15 @@ def test_no_color_and_dumb_terminals_get_plain_text(
     console = Console(terminal)
     assert console.is_terminal and not console.color
     assert console.style("error", "bold red") == "error"
+
+
+def test_an_empty_no_color_is_not_set(
+    terminal: io.TextIOWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """no-color.org: NO_COLOR counts only when it is present and not an empty string."""
+    monkeypatch.setenv("NO_COLOR", "")
+    monkeypatch.setenv("TERM", "xterm")
+    assert Console(terminal).color
 
 
 def test_log_records_are_one_line_each_with_warnings_marked() -> None:
