@@ -47,6 +47,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -141,28 +142,51 @@ class _Feeder(threading.Thread):
             raise self.error
 
 
+def writer_count() -> int:
+    """How many GNU tar processes write the files: one per CPU this process may use, up to 4.
+
+    Creating many small files is the kernel's work, done by whichever process asks; two tars
+    on two vCPUs create 20,000 files in ~60% of the time one takes (tests/bench_staging.py).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
 def extract_tar_gnu(
-    reader: Readable, kind: str, dest: Path, *, name: str, tools: TarTools
+    reader: Readable,
+    kind: str,
+    dest: Path,
+    *,
+    name: str,
+    tools: TarTools,
+    writers: int | None = None,
 ) -> ExtractStats:
     """Extract a tar of ``kind`` read from ``reader`` into the empty folder ``dest``.
 
     Reads the whole source for a compressed tar, and up to the end-of-archive block for a
-    plain one (the caller drains the rest for the sha256).
+    plain one (the caller drains the rest for the sha256). ``writers`` GNU tar processes
+    (default ``writer_count()``) share the members; see ``TarRewriter``.
     """
+    # No --no-overwrite-dir: a folder that another tar made first still gets its own mode.
     command = [tools.tar, "-x", "-f", "-", "-b", "2048", "-B", "-C", str(dest), "-p",
-               "--no-same-owner", "--no-overwrite-dir"]  # fmt: skip
+               "--no-same-owner"]  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []
     feeder: _Feeder | None = None
     inflater: Inflater | None = None
-    with (
-        tempfile.TemporaryFile() as tar_log,
-        tempfile.TemporaryFile() as unz_log,
-        quick_thread_switches(),  # the inflater or feeder thread beside this parsing one
-    ):
+    with contextlib.ExitStack() as stack:
+        tar_logs = [
+            stack.enter_context(tempfile.TemporaryFile()) for _ in range(writers or writer_count())
+        ]
+        unz_log = stack.enter_context(tempfile.TemporaryFile())
+        stack.enter_context(quick_thread_switches())  # the inflater or feeder thread beside us
         try:
             # C locale: tar's messages are matched below ("No space left on device").
-            tar = _start(procs, command, tar_log, stdout=subprocess.DEVNULL, env=_C_LOCALE)
-            assert tar.stdin is not None
+            tars = [_start(procs, command, log, stdout=subprocess.DEVNULL, env=_C_LOCALE)
+                    for log in tar_logs]  # fmt: skip
+            inputs = [_TarInput(tar, log) for tar, log in zip(tars, tar_logs, strict=True)]
             read = reader.read
             if tools.inflate:
                 inflater = Inflater(reader)
@@ -170,14 +194,21 @@ def extract_tar_gnu(
                 read = inflater.read
             elif tools.decompress:
                 unz = _start(procs, list(tools.decompress), unz_log, stdout=subprocess.PIPE)
+                procs.insert(0, procs.pop())  # procs[0]: the decompressor, then the tars
                 assert unz.stdin is not None and unz.stdout is not None
                 feeder = _Feeder(reader, unz.stdin)
                 feeder.start()
                 read = unz.stdout.read
-            rewriter = TarRewriter(read, _TarInput(tar.stdin, tar_log).write, name)
+            rewriter = TarRewriter(
+                read,
+                [tar_input.write for tar_input in inputs],
+                name,
+                functools.partial(_make_folder, dest),
+            )
             try:
                 rewriter.run()
-                tar.stdin.close()
+                for tar_input in inputs:
+                    tar_input.close()
             except CorruptTar as exc:
                 if feeder:
                     feeder.stop.set()
@@ -190,12 +221,13 @@ def extract_tar_gnu(
                     name, CorruptTar(f"{exc}{f' ({detail})' if detail else ''}")
                 ) from None
             except BrokenPipeError:
-                raise _tar_failed(name, tar_log, tar.wait()) from None
+                broken = next(tar_input for tar_input in inputs if tar_input.broken)
+                raise _tar_failed(name, broken.log, broken.tar.wait()) from None
             if feeder:
                 while read(BUFSIZE):  # the rest of the decompressed stream: padding, junk
                     pass
                 feeder.reraise()
-                if procs[1].wait() not in (0, 2):  # gzip's 2: a warning, e.g. trailing junk
+                if procs[0].wait() not in (0, 2):  # gzip's 2: a warning, e.g. trailing junk
                     raise corrupt(name, CorruptTar(_last_line(unz_log) or "decompression failed"))
             if inflater:
                 while read(BUFSIZE):  # the rest: padding, and the gzip trailer's CRC check
@@ -203,8 +235,11 @@ def extract_tar_gnu(
                 problem = _inflated(inflater)
                 if problem:
                     raise corrupt(name, CorruptTar(problem))
-            if tar.wait() != 0:
-                raise _tar_failed(name, tar_log, tar.returncode)
+            failed = [tar_input for tar_input in inputs if tar_input.tar.wait() != 0]
+            if failed:  # a full disk first: another tar may only have been cut short by it
+                failed.sort(key=lambda tar_input: _space_error(_log_text(tar_input.log)) is None)
+                raise _tar_failed(name, failed[0].log, failed[0].tar.returncode)
+            _set_folder_times(dest, rewriter.folder_times)
             rewriter.guard.finish()
             return rewriter.stats
         finally:
@@ -258,23 +293,52 @@ def _environ(extra: dict[str, str] | None) -> dict[str, str] | None:
     return {**os.environ, **extra} if extra else None
 
 
+def _make_folder(dest: Path, path: str) -> None:
+    """Create a member's folder (a path the guard approved) ahead of the tars."""
+    with contextlib.suppress(OSError):  # a file in the way: the tar that meets it says so
+        os.makedirs(dest / path, exist_ok=True)
+
+
+def _set_folder_times(dest: Path, times: dict[str, int]) -> None:
+    """Give folders their mtimes from the archive once every writer is done with them."""
+    for path, mtime in times.items():
+        target = dest / path
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISDIR(target.lstat().st_mode):  # a later member may have replaced it
+                os.utime(target, (mtime, mtime), follow_symlinks=False)
+
+
 class _TarInput:
-    """tar's stdin. On a full disk GNU tar says so and reads on to the end of the archive,
+    """One tar's stdin. On a full disk GNU tar says so and reads on to the end of the archive,
     which may be gigabytes more from Drive; its log is looked at after each batch (a stat),
     so the stage stops at once instead."""
 
-    def __init__(self, pipe: IO[bytes], log: IO[bytes]):
-        self._write, self._log = pipe.write, log
+    def __init__(self, tar: subprocess.Popen[bytes], log: IO[bytes]):
+        assert tar.stdin is not None
+        self.tar, self.log = tar, log
+        self._pipe = tar.stdin
         self._seen = 0
+        self.broken = False  # this tar quit reading: it failed, and says why in its log
 
     def write(self, data: bytes) -> None:
-        self._write(data)
-        size = os.fstat(self._log.fileno()).st_size
+        try:
+            self._pipe.write(data)
+        except BrokenPipeError:
+            self.broken = True
+            raise
+        size = os.fstat(self.log.fileno()).st_size
         if size != self._seen:
             self._seen = size
-            full = _space_error(_log_text(self._log))
+            full = _space_error(_log_text(self.log))
             if full is not None:
                 raise full
+
+    def close(self) -> None:
+        try:
+            self._pipe.close()
+        except BrokenPipeError:
+            self.broken = True
+            raise
 
 
 def _log_text(log: IO[bytes]) -> str:
