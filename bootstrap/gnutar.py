@@ -143,16 +143,22 @@ class _Feeder(threading.Thread):
 
 
 def writer_count() -> int:
-    """How many GNU tar processes write the files: one per CPU this process may use, up to 4.
+    """How many GNU tar processes write the files: ``BOOTSTRAP_TAR_WRITERS``, else half the
+    CPUs this process may use, 1 to 4.
 
-    Creating many small files is the kernel's work, done by whichever process asks; two tars
-    on two vCPUs create 20,000 files in ~60% of the time one takes (tests/bench_staging.py).
+    Creating many small files is the kernel's work, done on whichever core asks, so spare
+    cores make it faster: two tars create 20,000 files in ~70% of the time one takes. But this
+    process parses the stream (and inflates gzip) on one core of its own, and on 2 vCPUs a
+    second tar only competed with it (tests/bench_staging.py --writers, README).
     """
+    wanted = os.environ.get("BOOTSTRAP_TAR_WRITERS", "").strip()
+    if wanted.isdigit() and int(wanted) > 0:
+        return min(int(wanted), 16)
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 4))
+    return max(1, min(cpus // 2, 4))
 
 
 def extract_tar_gnu(

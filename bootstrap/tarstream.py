@@ -172,7 +172,7 @@ class TarRewriter:
     ):
         self._read = read
         self._make_folder = make_folder  # given a relative path; needed with several outputs
-        self._made: set[str] = set()
+        self._folders: dict[str, int] = {}  # folder -> the output its members go to
         self._outlets = [_Outlet(write) for write in outputs]
         self.guard = MemberGuard(name)
         self.stats = ExtractStats()
@@ -229,18 +229,19 @@ class TarRewriter:
         if count == 1:
             return outlets[0]
         parent = path.rpartition("/")[0]
-        if parent and parent not in self._made:
-            # Made here, before any tar sees a member inside it: GNU tar (1.34) gives up on a
-            # member whose folder another process creates while it is creating it.
-            self._make_folder(parent)
-            self._made.add(parent)
+        index = self._folders.get(parent)
+        if index is None:  # a folder's members all go to one writer, chosen by its name
+            if parent:
+                # Made here, before any tar sees a member inside it: GNU tar (1.34) gives up on
+                # a member whose folder another process creates while it is creating it.
+                self._make_folder(parent)
+            index = zlib.crc32(parent.encode("utf-8", "surrogateescape")) % count
+            self._folders[parent] = index
         if kind == "hardlink":  # to the writer of its target, which has made it by then
-            index = self._routes.get(target, hash(target.rpartition("/")[0]) % count)
+            index = self._routes.get(target, self._folders[target.rpartition("/")[0]])
             self._routes[path] = index
-        else:  # a folder's files together: the same path always to the same writer
-            index = hash(parent) % count
-            if self._routes:
-                index = self._routes.get(path, index)
+        elif self._routes:  # a path once a hardlink stays with that writer
+            index = self._routes.get(path, index)
         return outlets[index]
 
     def run(self) -> None:
