@@ -25,6 +25,7 @@ BLOCK = 512
 _ZERO = bytes(BLOCK)
 _MAX_OCTAL = 8**11  # the largest size and mtime an 11-digit octal field holds
 _OUT_BATCH = 1024 * 1024
+_BIG_PIECE = 4 * _OUT_BATCH  # a big member's data is read and passed on in pieces this size
 _KINDS = {b"0": "file", b"\0": "file", b"7": "file", b"1": "hardlink", b"2": "symlink",
           b"5": "dir"}  # fmt: skip
 _REFUSED = {b"3": "character device", b"4": "block device", b"6": "fifo"}
@@ -145,6 +146,11 @@ class _Outlet:
             self.write(b"".join(self.parts))
             self.parts, self.pending = [], 0
 
+    def send(self, data: bytes) -> None:
+        """Write a big piece as it is, after what was gathered before it."""
+        self.flush()
+        self.write(data)
+
 
 class TarRewriter:
     """Pull a tar stream from ``read`` and push validated, re-headed members to ``outputs``.
@@ -213,15 +219,32 @@ class TarRewriter:
         return b"".join(parts)
 
     def _copy(self, size: int, out: _Outlet | None) -> None:
-        """Pass on to ``out`` (or skip) ``size`` bytes of member data, big members in big
-        pieces."""
-        while size:
-            piece = self._take(min(size, 4 * _OUT_BATCH))
-            if not piece:
-                raise CorruptTar("unexpected end of data inside a member")
+        """Pass on to ``out`` (or skip) ``size`` bytes of member data: what the buffer holds,
+        then the rest piece by piece as it is read, never joined into one more copy (a member
+        may be gigabytes, and copies were half the cost of staging big files)."""
+        buf, pos = self._buf, self._pos
+        have = min(len(buf) - pos, size)
+        if have:
             if out is not None:
-                out.add(piece)
-            size -= len(piece)
+                out.add(buf[pos : pos + have])
+            self._pos = pos + have
+            size -= have
+        if not size:
+            return
+        self._base += len(buf)  # the buffer is used up
+        self._buf, self._pos = b"", 0
+        while size:
+            more = self._read(min(size, _BIG_PIECE))
+            if not more:
+                raise CorruptTar("unexpected end of data inside a member")
+            if len(more) > size:  # a reader that hands out whole pieces (the inflater)
+                self._buf, self._pos = more, size
+                more = more[:size]
+            else:
+                self._base += len(more)
+            if out is not None:
+                out.send(more)
+            size -= len(more)
 
     def _outlet(self, path: str, target: str, kind: str) -> _Outlet:
         outlets = self._outlets

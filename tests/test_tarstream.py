@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import stat
 import subprocess
 import tarfile
@@ -193,3 +194,48 @@ def test_several_writers_extract_what_gnu_tar_extracts(
         staged = _tree(dest)
         assert [staged[path][2] for path in folder_times] == list(folder_times.values())
         assert comparable(staged) == expected
+
+
+class _Pieces:
+    """A reader that returns pieces of random length, shorter or longer than asked for, as
+    the inflater does (it hands out whole inflated pieces)."""
+
+    def __init__(self, data: bytes, seed: int):
+        self._data, self._pos = data, 0
+        self._rng = random.Random(seed)
+
+    def read(self, size: int = -1, /) -> bytes:
+        want = self._rng.choice([1, 511, 4096, size, 2 * size + 7, 3 << 20])
+        piece = self._data[self._pos : self._pos + max(1, want)]
+        self._pos += len(piece)
+        return piece
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_big_and_small_members_survive_any_read_sizes(seed: int) -> None:
+    rng = random.Random(seed)
+    sizes = [0, 1, 511, 512, 513, (5 << 20) + 3, 9 << 20, 700, (4 << 20) - 1, 4 << 20, 3]
+    files = {f"d{i % 3}/m{i}.bin": rng.randbytes(size) for i, size in enumerate(sizes)}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in files.items():
+            _add(tar, name, data)
+    source = buffer.getvalue()
+    outputs: list[list[bytes]] = [[], []]
+    rewriter = TarRewriter(_Pieces(source, seed).read, [o.append for o in outputs], "big.tar")
+    rewriter.run()
+    assert rewriter.offset == _end_of_archive(source)  # the stream was read up to its end
+    got: dict[str, bytes] = {}
+    for output in outputs:
+        with tarfile.open(fileobj=io.BytesIO(b"".join(output))) as tar:
+            for member in tar:
+                got[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    assert got == files
+    assert rewriter.stats.files == len(files) and rewriter.stats.bytes == sum(sizes)
+
+
+def _end_of_archive(data: bytes) -> int:
+    """The offset just after the first all-zero header block."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        last = tar.getmembers()[-1]
+    return last.offset_data + -(-last.size // 512) * 512 + 512
