@@ -13,7 +13,7 @@ writes it to ``tar -x -f -`` with a header rebuilt from the validated values; wi
 to one of several such tars (``writer_count``). Decompression, validation and file creation run
 at once. Measured (tests/bench_staging.py, README): big files stage faster than cp + ``tar
 -xf``; 20,000 small files cost about the same, because on 2 vCPUs the Python work per member
-(~7 us) and the kernel's file creation (~25 us a file on ext4) share the two cores.
+(~7 us) and the kernel's file creation (most of tar's time) share the two cores.
 
 A full disk (ENOSPC, EDQUOT, EFBIG, tar's short writes, or tar killed by SIGXFSZ under a file
 size limit) becomes an ``OSError`` with that errno, which ``bootstrap.data`` reports as such;
@@ -228,7 +228,7 @@ def extract_tar_gnu(
                     name, CorruptTar(f"{exc}{f' ({detail})' if detail else ''}")
                 ) from None
             except BrokenPipeError:
-                broken = next(tar_input for tar_input in inputs if tar_input.broken)
+                broken = next((tar_input for tar_input in inputs if tar_input.broken), inputs[0])
                 raise _tar_failed(name, broken.log, broken.tar.wait()) from None
             if feeder:
                 while read(BUFSIZE):  # the rest of the decompressed stream: padding, junk
@@ -359,6 +359,13 @@ def _last_line(log: IO[bytes]) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _first_error(log: IO[bytes]) -> str:
+    """tar's first complaint: its last line only says that there were some."""
+    lines = [line for line in _log_text(log).strip().splitlines() if line.strip()]
+    told = [line for line in lines if not line.endswith("due to previous errors")]
+    return (told or lines or [""])[0][:300]
+
+
 def _space_error(text: str) -> OSError | None:
     """tar's report of a full disk (C locale) as the OSError it met, or None."""
     for line in text.splitlines():
@@ -379,7 +386,7 @@ def _tar_failed(name: str, tar_log: IO[bytes], returncode: int) -> Exception:
     full = _space_error(_log_text(tar_log))
     if full is not None:
         return full
-    why = _last_line(tar_log)
+    why = _first_error(tar_log)
     if not why and returncode < 0:
         with contextlib.suppress(ValueError):
             why = f"tar was killed by {signal.Signals(-returncode).name}"

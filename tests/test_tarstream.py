@@ -239,3 +239,22 @@ def _end_of_archive(data: bytes) -> int:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         last = tar.getmembers()[-1]
     return last.offset_data + -(-last.size // 512) * 512 + 512
+
+
+@needs_gnu_tar
+@pytest.mark.parametrize("writers", [1, 2])
+def test_a_failing_tar_is_reported_by_its_first_complaint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writers: int
+) -> None:
+    """A file where a later member needs a folder: GNU tar cannot create it and says why."""
+    source = tmp_path / "clash.tar"
+    with tarfile.open(source, "w", format=tarfile.GNU_FORMAT) as tar:
+        _add(tar, "a", b"a file")
+        _add(tar, "a/b", b"needs a folder named a")
+    monkeypatch.setattr(gnutar, "writer_count", lambda: writers)
+    with pytest.raises(DataError) as caught:
+        stage_data(str(source), tmp_path / "dest", state_dir=tmp_path / "state")
+    message = str(caught.value)
+    assert "a/b: Cannot open: Not a directory" in message
+    assert "previous errors" not in message
+    assert not (tmp_path / "dest").exists()
