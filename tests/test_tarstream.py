@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import stat
 import subprocess
 import tarfile
@@ -246,7 +247,8 @@ def _end_of_archive(data: bytes) -> int:
 def test_a_failing_tar_is_reported_by_its_first_complaint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writers: int
 ) -> None:
-    """A file where a later member needs a folder: GNU tar cannot create it and says why."""
+    """A file where a later member needs a folder: GNU tar cannot create it and says why.
+    (With two writers, which of the two members it fails on depends on who comes first.)"""
     source = tmp_path / "clash.tar"
     with tarfile.open(source, "w", format=tarfile.GNU_FORMAT) as tar:
         _add(tar, "a", b"a file")
@@ -255,6 +257,8 @@ def test_a_failing_tar_is_reported_by_its_first_complaint(
     with pytest.raises(DataError) as caught:
         stage_data(str(source), tmp_path / "dest", state_dir=tmp_path / "state")
     message = str(caught.value)
-    assert "a/b: Cannot open: Not a directory" in message
+    if writers == 1:
+        assert "tar: a/b: Cannot open: Not a directory" in message
+    assert re.search(r"tar: a(/b)?: Cannot open: ", message), message
     assert "previous errors" not in message
     assert not (tmp_path / "dest").exists()
