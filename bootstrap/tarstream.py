@@ -165,8 +165,8 @@ class TarRewriter:
     done: a folder may get entries from several writers, and even GNU tar alone leaves the
     extraction time on a folder that gets a member after it has moved on to another folder.
 
-    Per member this is the hot loop of staging many small files (20,000 members take a few
-    hundred milliseconds here), hence the plain local-variable style of ``run``.
+    Per member this is the hot loop of staging many small files (20,000 members take ~0.15 s
+    here), hence the plain local-variable style of ``run`` and the quick ``_plain_file``.
     """
 
     def __init__(
@@ -312,15 +312,17 @@ class TarRewriter:
             out.flush()
 
     def _plain_file(self, block: bytes) -> bool:
-        """The usual member, a regular file with a short name and plain numbers, handled in
-        about half the time ``_member`` takes; False (nothing consumed) for any other."""
+        """The usual member, a regular file with a short name and plain numbers, passed on with
+        fewer steps than ``_member`` takes; False (nothing consumed) for any other."""
         fields = _PLAIN_FILE.fullmatch(block, 100, 157)
         if fields is None or block[345]:  # block[345]: a ustar name prefix
             return False
         raw = block[:100].partition(b"\0")[0]
         if raw.endswith(b"/"):  # the old way of storing a folder: _member knows it
             return False
-        path = self.guard.check(raw.decode("utf-8", "surrogateescape"), "file")[0]  # type: ignore[index]
+        checked = self.guard.check(raw.decode("utf-8", "surrogateescape"), "file")
+        assert checked is not None  # None is only for the archive's own root folder
+        path = checked[0]
         digits = fields[1]
         mode = self._modes.get(digits)
         if mode is None:
