@@ -4,6 +4,7 @@ Run from the repository root::
 
     python tests/bench_checkpoint.py            # ~200 MB of state, 4 to 10 minutes
     python tests/bench_checkpoint.py --quick    # ~50 MB, about a minute
+    python tests/bench_checkpoint.py --threads 1 --max-pairs 400 --budget 1500   # (b), longer
 
 Not a test: pytest does not collect it, and nothing here asserts on time. It prints absolute
 times and the ratios the issue sets goals for, all measured in the same run:
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epoch", type=float, help="seconds per epoch in (b)")
     parser.add_argument("--max-pairs", type=int, help="at most this many pairs per training in (b)")
     parser.add_argument("--budget", type=float, help="seconds per training in (b), roughly")
+    threads = "training threads in (b), one training each (default: all, then all but one)"
+    parser.add_argument("--threads", type=int, nargs="+", help=threads)
     args = parser.parse_args(argv)
     setup = QUICK if args.quick else FULL
     setup.save_reps = args.reps or setup.save_reps
@@ -322,9 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="bench-checkpoint-", dir=args.dir))
     try:
         saves = bench_saves(trainer, folder, setup.save_reps)
-        trainings = {cores: bench_training(trainer, folder, setup, cores)}
-        if cores > 1:
-            trainings[cores - 1] = bench_training(trainer, folder, setup, cores - 1)
+        counts = args.threads or ([cores, cores - 1] if cores > 1 else [cores])
+        trainings = {n: bench_training(trainer, folder, setup, n) for n in counts}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

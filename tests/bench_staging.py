@@ -1,10 +1,14 @@
 """Benchmark stage_data against the manual way (cp the archive to local disk, then tar -xf).
 
 Run: python tests/bench_staging.py [--quick] [--runs 4] [--dir /some/disk] [--writers N]
+                                   [--url-mbps 100]
 Prints one row per case: the median of the runs of each way, their ratio and the goal. The
 source folder stands in for Drive. "cold" rows first drop the archive from the page cache, as
 on a new Colab VM, where the archive on Drive has never been read; "warm" rows read it from
-memory, which leaves the manual way's cp almost free. Everything lives in a temporary folder
+memory, which leaves the manual way's cp almost free. With ``--url-mbps N`` the archive is also
+served over HTTP at N MB/s by a local server in another process, and the manual way is then
+``curl -o`` and ``tar -xf``: a source whose reading takes time, as a download (or Drive) does.
+Everything lives in a temporary folder
 that is removed at the end. The two ways take turns going first, each after a sync, so that
 disk noise hits both alike. Not collected by pytest (the name does not start with test_).
 
@@ -61,9 +65,45 @@ def _settle() -> None:
     time.sleep(0.5)
 
 
-def _manual(archive: Path, copy: Path, out: Path) -> None:
-    subprocess.run(["cp", str(archive), str(copy)], check=True)
+def _manual(fetch: list[str], copy: Path, out: Path) -> None:
+    subprocess.run([*fetch, str(copy)], check=True)
     subprocess.run(["tar", "-xf", str(copy), "-C", str(out)], check=True)
+
+
+# A file server in a process of its own (so that it takes no GIL from the staging it feeds),
+# sending each file at a steady rate. It prints its port, then serves until killed.
+_PACED_SERVER = r"""
+import functools, http.server, sys, time
+folder, rate = sys.argv[1], float(sys.argv[2]) * 1e6
+
+class Paced(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def copyfile(self, source, outputfile):
+        start, sent = time.perf_counter(), 0
+        while chunk := source.read(256 * 1024):
+            outputfile.write(chunk)
+            sent += len(chunk)
+            ahead = sent / rate - (time.perf_counter() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+handler = functools.partial(Paced, directory=folder)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def _paced_server(folder: Path, mbps: float) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-c", _PACED_SERVER, str(folder), str(mbps)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, f"http://127.0.0.1:{server.stdout.readline().strip()}"
 
 
 def _drop_from_cache(path: Path) -> None:
@@ -76,7 +116,15 @@ def _drop_from_cache(path: Path) -> None:
 
 
 def _case(
-    base: Path, label: str, archive: Path, goal: float, runs: int, *, cold: bool, keep: bool
+    base: Path,
+    label: str,
+    archive: Path,
+    goal: float,
+    runs: int,
+    *,
+    cold: bool,
+    keep: bool,
+    url: str | None = None,
 ) -> list[str]:
     manual: list[float] = []
     ours: list[float] = []
@@ -87,9 +135,10 @@ def _case(
         copy, out = local / f"{run}-{archive.name}", work / f"manual-{run}"
         out.mkdir()
         dest, state = work / f"ours-{run}", work / f"state-{run}"
+        fetch = ["curl", "-sSf", url, "-o"] if url else ["cp", str(archive)]
         ways: list[tuple[list[float], Callable[[], object]]] = [
-            (manual, functools.partial(_manual, archive, copy, out)),
-            (ours, functools.partial(stage_data, archive, dest, state_dir=state)),
+            (manual, functools.partial(_manual, fetch, copy, out)),
+            (ours, functools.partial(stage_data, url or archive, dest, state_dir=state)),
         ]
         # Each way goes first in every other run, and starts after a sync, so neither pays for
         # the other's dirty pages being written back.
@@ -98,10 +147,11 @@ def _case(
             if cold:
                 _drop_from_cache(archive)
             times.append(_timed(action))
-    again = _timed(lambda: stage_data(archive, work / "ours-0", state_dir=work / "state-0"))
+    again = _timed(lambda: stage_data(url or archive, work / "ours-0", state_dir=work / "state-0"))
+    shutil.rmtree(local)  # the manual way's copies: big, and few files
     if not keep:
         shutil.rmtree(work)
-        subprocess.run(["sync"], check=False)
+    subprocess.run(["sync"], check=False)
     m, o = statistics.median(manual), statistics.median(ours)
     return [
         f"{label:<33} {m:>9.3f} {o:>9.3f} {o / m:>6.2f} {'<= ' + str(goal):>7}",
@@ -116,6 +166,8 @@ def main() -> int:
     parser.add_argument("--dir", default=None, help="where to make the temporary folder")
     writers = f"GNU tar processes (default here: {gnutar.writer_count()})"
     parser.add_argument("--writers", type=int, default=None, help=writers)
+    paced = "also stage from a local HTTP server sending at this rate"
+    parser.add_argument("--url-mbps", type=float, default=None, help=paced)
     args = parser.parse_args()
     if args.writers:
         gnutar.writer_count = lambda: args.writers
@@ -136,6 +188,16 @@ def main() -> int:
                 for cold in (True, False):
                     name = f"{label} {suffix} {'cold' if cold else 'warm'}"
                     rows += _case(base, name, archive, goal, args.runs, cold=cold, keep=keep)
+                    print(rows[-2], rows[-1], sep="\n", file=sys.stderr, flush=True)
+                if args.url_mbps:
+                    server, address = _paced_server(drive, args.url_mbps)
+                    try:
+                        name = f"{label} {suffix} {args.url_mbps:g} MB/s"
+                        rows += _case(base, name, archive, goal, args.runs, cold=False, keep=keep,
+                                      url=f"{address}/{archive.name}")  # fmt: skip
+                    finally:
+                        server.kill()
+                        server.wait()
                     print(rows[-2], rows[-1], sep="\n", file=sys.stderr, flush=True)
             if not keep:
                 shutil.rmtree(tree)
