@@ -1,6 +1,7 @@
 """The tar fast path's own parts: the rewriter's quick path for plain files and the guard's
-quick check give exactly what their general paths give, and several GNU tar writers extract
-the same tree as GNU tar alone does. Archives are built here with tarfile; GNU tar is real."""
+quick check give exactly what their general paths give; members survive reads of any size;
+several GNU tar writers extract the same tree as GNU tar alone does, and a failing tar is
+reported by its first complaint. Archives are built here with tarfile; GNU tar is real."""
 
 from __future__ import annotations
 
