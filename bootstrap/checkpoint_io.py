@@ -230,13 +230,23 @@ def _byte_copy_is_exact(buffer: torch.Tensor, tensor: torch.Tensor) -> bool:
     )
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on macOS
+        return os.cpu_count() or 1
+
+
 def _memcpy_chunks(chunks: list[tuple[int, int, int]]) -> None:
     """memcpy every (dst, src, size) chunk, on this thread and a few helpers.
 
     ctypes calls release the GIL, so the helpers copy in parallel. Each thread takes the next
     chunk from a shared counter: a helper the OS does not schedule costs at most one chunk.
+    As many threads as this process may use CPUs (up to 4), not torch's thread count: the
+    training waits for this copy, so its cores are free meanwhile (with torch on 1 of 2 CPUs,
+    201 MB took 39 ms on one thread and 20 ms on two).
     """
-    threads = min(len(chunks), torch.get_num_threads(), _MAX_COPY_THREADS)
+    threads = min(len(chunks), _usable_cpus(), _MAX_COPY_THREADS)
     lock = threading.Lock()
     taken = 0
 
