@@ -22,6 +22,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from bootstrap.host import usable_cpus
+
 log = logging.getLogger(__name__)
 
 
@@ -230,13 +232,6 @@ def _byte_copy_is_exact(buffer: torch.Tensor, tensor: torch.Tensor) -> bool:
     )
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # no affinity on macOS
-        return os.cpu_count() or 1
-
-
 def _memcpy_chunks(chunks: list[tuple[int, int, int]]) -> None:
     """memcpy every (dst, src, size) chunk, on this thread and a few helpers.
 
@@ -246,7 +241,7 @@ def _memcpy_chunks(chunks: list[tuple[int, int, int]]) -> None:
     training waits for this copy, so its cores are free meanwhile (with torch on 1 of 2 CPUs,
     201 MB took 39 ms on one thread and 20 ms on two).
     """
-    threads = min(len(chunks), _usable_cpus(), _MAX_COPY_THREADS)
+    threads = min(len(chunks), usable_cpus(), _MAX_COPY_THREADS)
     lock = threading.Lock()
     taken = 0
 

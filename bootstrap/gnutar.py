@@ -58,6 +58,7 @@ from typing import IO, Any
 
 from bootstrap.errors import DataError
 from bootstrap.extract import BUFSIZE, ExtractStats, Readable, corrupt
+from bootstrap.host import usable_cpus
 from bootstrap.inflate import Inflater, quick_thread_switches
 from bootstrap.tarstream import CorruptTar, NeedsFallback, TarRewriter
 
@@ -155,38 +156,27 @@ def writer_count() -> int:
     wanted = os.environ.get("BOOTSTRAP_TAR_WRITERS", "").strip()
     if wanted.isdigit() and int(wanted) > 0:
         return min(int(wanted), 16)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus // 2, 4))
+    return max(1, min(usable_cpus() // 2, 4))
 
 
 def extract_tar_gnu(
-    reader: Readable,
-    kind: str,
-    dest: Path,
-    *,
-    name: str,
-    tools: TarTools,
-    writers: int | None = None,
+    reader: Readable, kind: str, dest: Path, *, name: str, tools: TarTools
 ) -> ExtractStats:
     """Extract a tar of ``kind`` read from ``reader`` into the empty folder ``dest``.
 
     Reads the whole source for a compressed tar, and up to the end-of-archive block for a
-    plain one (the caller drains the rest for the sha256). ``writers`` GNU tar processes
-    (default ``writer_count()``) share the members; see ``TarRewriter``.
+    plain one (the caller drains the rest for the sha256). ``writer_count()`` GNU tar
+    processes share the members; see ``TarRewriter``.
     """
     # No --no-overwrite-dir: a folder that another tar made first still gets its own mode.
     command = [tools.tar, "-x", "-f", "-", "-b", "2048", "-B", "-C", str(dest), "-p",
                "--no-same-owner"]  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []
     feeder: _Feeder | None = None
+    unz: subprocess.Popen[bytes] | None = None
     inflater: Inflater | None = None
     with contextlib.ExitStack() as stack:
-        tar_logs = [
-            stack.enter_context(tempfile.TemporaryFile()) for _ in range(writers or writer_count())
-        ]
+        tar_logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(writer_count())]
         unz_log = stack.enter_context(tempfile.TemporaryFile())
         stack.enter_context(quick_thread_switches())  # the inflater or feeder thread beside us
         try:
@@ -201,7 +191,6 @@ def extract_tar_gnu(
                 read = inflater.read
             elif tools.decompress:
                 unz = _start(procs, list(tools.decompress), unz_log, stdout=subprocess.PIPE)
-                procs.insert(0, procs.pop())  # procs[0]: the decompressor, then the tars
                 assert unz.stdin is not None and unz.stdout is not None
                 feeder = _Feeder(reader, unz.stdin)
                 feeder.start()
@@ -234,7 +223,8 @@ def extract_tar_gnu(
                 while read(BUFSIZE):  # the rest of the decompressed stream: padding, junk
                     pass
                 feeder.reraise()
-                if procs[0].wait() not in (0, 2):  # gzip's 2: a warning, e.g. trailing junk
+                assert unz is not None  # a feeder feeds the decompressor
+                if unz.wait() not in (0, 2):  # gzip's 2: a warning, e.g. trailing junk
                     raise corrupt(name, CorruptTar(_last_line(unz_log) or "decompression failed"))
             if inflater:
                 while read(BUFSIZE):  # the rest: padding, and the gzip trailer's CRC check

@@ -26,6 +26,14 @@ from pathlib import Path
 DRIVE_MOUNT_CELL = "from google.colab import drive; drive.mount('/content/drive')"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), or all of them where that is unknown."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on macOS
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Host:
     on_colab: bool

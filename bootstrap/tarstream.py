@@ -401,10 +401,8 @@ class TarRewriter:
         pos = self._pos
         if pos + padded <= len(self._buf):  # the usual small member: all in the buffer
             self._pos = pos + padded
-            out.parts += (head, self._buf[pos : pos + padded])
-            out.pending += 512 + padded
-            if out.pending >= _OUT_BATCH:
-                out.flush()
+            out.add(head)
+            out.add(self._buf[pos : pos + padded])
         else:
             out.add(head)
             self._copy(padded, out)
