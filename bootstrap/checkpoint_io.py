@@ -185,10 +185,12 @@ class Staging:
             return self._copy_tensor(value, key)
         if isinstance(value, dict):
             return type(value)((k, self._copy(v, (*key, k))) for k, v in value.items())
-        if isinstance(value, list):
-            return [self._copy(v, (*key, i)) for i, v in enumerate(value)]
-        if isinstance(value, tuple):
-            return tuple(self._copy(v, (*key, i)) for i, v in enumerate(value))
+        if isinstance(value, (list, tuple)):
+            # Python's RNG state alone is 625 ints: walking them one by one cost 0.3 ms a save.
+            if not any(isinstance(v, _HOLDS_TENSORS) for v in value):
+                return list(value) if isinstance(value, list) else tuple(value)
+            items = (self._copy(v, (*key, i)) for i, v in enumerate(value))
+            return list(items) if isinstance(value, list) else tuple(items)
         return value
 
     def _copy_tensor(self, tensor: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
@@ -217,6 +219,7 @@ class Staging:
         return buffer
 
 
+_HOLDS_TENSORS = (torch.Tensor, dict, list, tuple)
 _CHUNK = 8 << 20
 _MAX_COPY_THREADS = 4  # memory bandwidth, not cores, bounds a copy beyond a few threads
 
