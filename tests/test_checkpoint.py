@@ -210,6 +210,23 @@ def test_async_save_copies_every_kind_of_tensor_exactly(tmp_path: Path) -> None:
         assert torch.equal(saved[key], value.resolve_conj()), key
 
 
+def test_async_save_snapshots_lists_the_training_changes_in_place(tmp_path: Path) -> None:
+    """Lists of plain values (a loss history, Python's RNG state) are copied, not shared."""
+    weight = torch.ones(3)
+    state = {"history": [0.5, 0.25], "pairs": [(weight, 1)], "nested": [[1, 2], (3, 4)]}
+    ckpt = Checkpointer(tmp_path, async_save=True)
+    path = ckpt.save(1, state=_Tensors(state))  # type: ignore[arg-type]
+    assert path is not None
+    state["history"].append(0.125)
+    state["nested"][0].append(9)
+    weight.zero_()
+    ckpt.close()
+    saved = torch.load(path, weights_only=True)["objects"]["state"]
+    assert saved["history"] == [0.5, 0.25]
+    assert saved["nested"] == [[1, 2], (3, 4)]
+    assert torch.equal(saved["pairs"][0][0], torch.ones(3)) and saved["pairs"][0][1] == 1
+
+
 def test_async_saves_reuse_buffers_without_mixing_generations(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
