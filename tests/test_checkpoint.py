@@ -212,13 +212,13 @@ def test_async_save_copies_every_kind_of_tensor_exactly(tmp_path: Path) -> None:
 
 def test_async_save_snapshots_lists_the_training_changes_in_place(tmp_path: Path) -> None:
     """Lists of plain values (a loss history, Python's RNG state) are copied, not shared."""
-    weight = torch.ones(3)
-    state = {"history": [0.5, 0.25], "pairs": [(weight, 1)], "nested": [[1, 2], (3, 4)]}
+    weight, history, inner = torch.ones(3), [0.5, 0.25], [1, 2]
+    state: dict[str, Any] = {"history": history, "pairs": [(weight, 1)], "nested": [inner, (3, 4)]}
     ckpt = Checkpointer(tmp_path, async_save=True)
     path = ckpt.save(1, state=_Tensors(state))  # type: ignore[arg-type]
     assert path is not None
-    state["history"].append(0.125)
-    state["nested"][0].append(9)
+    history.append(0.125)
+    inner.append(9)
     weight.zero_()
     ckpt.close()
     saved = torch.load(path, weights_only=True)["objects"]["state"]
