@@ -32,7 +32,8 @@ from typing import Any, BinaryIO, cast
 
 import torch
 
-from bootstrap.checkpoint_io import EarlyWriteback, Staging, capture_rng, restore_rng, serialize
+from bootstrap.checkpoint_io import Staging, capture_rng, restore_rng, serialize
+from bootstrap.diskwrite import checkpoint_file
 from bootstrap.fsutil import atomic_writer
 
 log = logging.getLogger(__name__)
@@ -157,14 +158,14 @@ class Checkpointer:
         path = generation_path(self.folder, step)
         background = self.async_save if blocking is None else not blocking
         if not background:
-            self._write(payload, path)
+            self._write(payload, path, staged=False)
             return path
         self.wait()  # at most one write in flight
         # The caller may change the tensors as soon as we return, so copy them now.
         payload = self._staging.copy(payload)
         self._writer = threading.Thread(
             target=self._write_in_background,
-            args=(payload, path),
+            args=(payload, path, True),
             name="checkpoint-writer",
             daemon=False,
         )
@@ -192,9 +193,9 @@ class Checkpointer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write_in_background(self, payload: dict[str, Any], path: Path) -> None:
+    def _write_in_background(self, payload: dict[str, Any], path: Path, staged: bool) -> None:
         try:
-            self._write(payload, path)
+            self._write(payload, path, staged=staged)
         except BaseException as exc:  # surfaced on the caller's thread
             with self._lock:
                 self._error = exc
@@ -205,14 +206,16 @@ class Checkpointer:
         if error is not None:
             raise RuntimeError(f"a background checkpoint write failed: {error}") from error
 
-    def _write(self, payload: dict[str, Any], path: Path) -> None:
+    def _write(self, payload: dict[str, Any], path: Path, *, staged: bool) -> None:
+        """Write and commit ``payload``. ``staged``: its tensors are Staging's buffers, whose
+        big ones are page-aligned, so their bytes can go to the disk with O_DIRECT."""
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self._swept:
             self._sweep_stale_temp_files()
-        with atomic_writer(path) as handle:
+        with atomic_writer(path) as handle, checkpoint_file(handle, direct=staged) as out:
             # torch.save releases the GIL while it writes to a file object: a background write
             # stalls the training's thread for ~10 ms at most (measured, 200 MB).
-            serialize(payload, cast(BinaryIO, EarlyWriteback(handle)))
+            serialize(payload, cast(BinaryIO, out), page_aligned=staged)
         self._prune(keep_path=path)
 
     def _sweep_stale_temp_files(self) -> None:

@@ -1,8 +1,8 @@
 """State capture and file I/O behind Checkpointer.
 
 RNG state in a form ``torch.load(weights_only=True)`` accepts, the reusable CPU buffers that
-async saves copy into, the serialiser (torch.save's format, without the zip CRC32s), and the
-early-writeback file wrapper that keeps the commit's fsync short.
+async saves copy into, and the serialiser (torch.save's format, without the zip CRC32s). How
+the bytes then reach the disk is ``diskwrite``'s job.
 Imported by training processes only (it imports torch).
 """
 
@@ -13,7 +13,7 @@ import ctypes
 import functools
 import inspect
 import logging
-import os
+import mmap
 import pickle
 import random
 import threading
@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from bootstrap.diskwrite import DIRECT_MIN, PAGE
 from bootstrap.host import usable_cpus
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def _python_rng_from_list(state: list[Any]) -> tuple[Any, ...]:
 # -- serialising: torch.save's file, without the zip CRC32s ----------------------------------
 
 
-def serialize(obj: Any, file: BinaryIO) -> None:
+def serialize(obj: Any, file: BinaryIO, *, page_aligned: bool = False) -> None:
     """Write ``obj`` to ``file`` as ``torch.save`` does, but skip the zip's CRC32 of each record.
 
     The CRC32s cost as much CPU as the copy into the page cache (measured, 200 MB: 0.09 s
@@ -106,22 +107,51 @@ def serialize(obj: Any, file: BinaryIO) -> None:
     CRCs. That setting is global, so flipping it here would also strip the CRCs from a
     ``torch.save`` the training makes on another thread meanwhile: we build torch's zip writer
     ourselves instead. Where this torch lacks those pieces, plain ``torch.save``.
+
+    ``page_aligned`` starts each tensor's bytes at a multiple of 4096 in the file (torch pads
+    the zip's local headers; 64 is its default), so that ``DirectWrites`` can send them with
+    O_DIRECT. The file is then torch.save's under ``storage_alignment = 4096``.
     """
     if _crc_free_parts_present():
         alignment = getattr(torch.serialization, "_get_storage_alignment", None)
-        extra = (alignment(),) if alignment is not None else ()
+        if alignment is None:  # a torch whose zip writer takes no alignment
+            extra: tuple[int, ...] = ()
+        else:
+            extra = (PAGE if page_aligned else alignment(),)
         try:
             writer = torch._C.PyTorchFileWriter(file, False, *extra)
         except TypeError:  # a torch whose zip writer always computes CRC32s
             writer = None
         if writer is not None:
+            records = _AlignmentRecord(writer, extra[0]) if extra else writer
             torch.serialization._save(
-                obj, writer, pickle, torch.serialization.DEFAULT_PROTOCOL, False
+                obj, records, pickle, torch.serialization.DEFAULT_PROTOCOL, False
             )
             writer.write_end_of_file()
             file.flush()
             return
     torch.save(obj, file)
+
+
+class _AlignmentRecord:
+    """torch's zip writer, but the file's ``.storage_alignment`` record tells the writer's own
+    alignment. torch's ``_save`` writes that record from the global setting, not from the
+    writer it is given; a loader that computes offsets from it (torch's
+    ``config.load.calculate_storage_offsets``) would read wrong bytes from a page-aligned file
+    that says 64. Setting the global instead would change a ``torch.save`` the training makes
+    on another thread meanwhile."""
+
+    def __init__(self, writer: Any, alignment: int):
+        self._writer = writer
+        self._alignment = str(alignment)
+
+    def write_record(self, name: str, data: Any, size: int) -> None:
+        if name == ".storage_alignment":
+            data, size = self._alignment, len(self._alignment)
+        self._writer.write_record(name, data, size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
 
 
 @functools.cache
@@ -203,7 +233,7 @@ class Staging:
             return self._seen[identity]
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
-            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+            buffer = _new_buffer(tensor)
         if _byte_copy_is_exact(buffer, tensor):
             # Copied later, all at once; the chunks keep a slow thread from delaying the end
             # by more than one chunk (torch's copy_ waits for its slowest intra-op thread).
@@ -217,6 +247,16 @@ class Staging:
                 self._cuda.add(tensor.device)
         self._fresh[key] = self._seen[identity] = buffer
         return buffer
+
+
+def _new_buffer(tensor: torch.Tensor) -> torch.Tensor:
+    """An empty CPU tensor like ``tensor``: pinned for a CUDA one (fast copies), page-aligned
+    for a big CPU one, so that its bytes can go to the disk with O_DIRECT (``DirectWrites``).
+    torch's own allocator aligns to 64 bytes only; an anonymous mmap starts on a page."""
+    if tensor.is_cuda or tensor.nbytes < DIRECT_MIN:
+        return torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+    region = mmap.mmap(-1, tensor.nbytes)  # freed when the last tensor using it is
+    return torch.frombuffer(region, dtype=tensor.dtype, count=tensor.numel()).view(tensor.shape)
 
 
 _HOLDS_TENSORS = (torch.Tensor, dict, list, tuple)
@@ -263,53 +303,3 @@ def _memcpy_chunks(chunks: list[tuple[int, int, int]]) -> None:
     work()
     for helper in helpers:
         helper.join()
-
-
-class EarlyWriteback:
-    """A write-only file that has the kernel start writing each few MB to disk at once.
-
-    The commit fsyncs the file; without this, the fsync waits for the whole file to reach the
-    disk after serialisation is done. With it, the disk writes overlap the serialisation and the
-    fsync finds little left to do (measured: 110 ms -> 9 ms of fsync for 200 MB). Linux's
-    ``posix_fadvise(DONTNEED)`` starts writeback without waiting for it, and lets the kernel drop
-    the pages once they are clean, so checkpoints crowd the page cache less. Durability is the
-    commit's fsync, unchanged; this only starts the disk writes sooner.
-    """
-
-    def __init__(self, file: BinaryIO, every: int = 16 << 20):
-        self._file = file
-        self._every = every
-        self._advise = getattr(os, "posix_fadvise", None)
-        self._started = 0  # bytes before this offset have been handed to writeback
-        self._unstarted = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        for start in range(0, len(view), self._every):
-            piece = view[start : start + self._every]
-            self._file.write(piece)
-            self._unstarted += len(piece)
-            if self._unstarted >= self._every:
-                self._start_writeback()
-        return len(view)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def _start_writeback(self) -> None:
-        self._unstarted = 0
-        if self._advise is None:
-            return
-        self._file.flush()
-        end = self._file.tell()
-        with contextlib.suppress(OSError):  # only a hint: the fsync at commit is what counts
-            self._advise(
-                self._file.fileno(), self._started, end - self._started, os.POSIX_FADV_DONTNEED
-            )
-        self._started = end

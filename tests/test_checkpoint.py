@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bootstrap import checkpoint_io
+from bootstrap import checkpoint_io, diskwrite
 from bootstrap.checkpoint import Checkpointer, list_generations
 
 
@@ -78,6 +78,52 @@ def test_files_are_torch_save_bytes_without_the_crc32s(tmp_path: Path) -> None:
         assert {entry.CRC for entry in archive.infolist()} == {0}
     saved = torch.load(path, weights_only=True)["objects"]["state"]
     assert torch.equal(saved["big"], state.tensors["big"])
+
+
+def test_async_saves_send_big_tensors_direct_in_torch_save_s_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Async saves lay tensors out on page boundaries and send the big ones with O_DIRECT; the
+    # file is still torch.save's (under its own alignment and no-CRC settings), byte for byte.
+    sent: list[int] = []
+    write_direct = diskwrite.DirectWrites._write_direct
+
+    def spy(self: diskwrite.DirectWrites, view: memoryview, offset: int) -> int:
+        sent.append(write_direct(self, view, offset))
+        return sent[-1]
+
+    monkeypatch.setattr(diskwrite.DirectWrites, "_write_direct", spy)
+    state = _Tensors({"big": torch.randn(1_000_003), "small": torch.arange(10)})
+    ckpt = Checkpointer(tmp_path, async_save=True)
+    path = ckpt.save(3, state=state)
+    ckpt.close()
+    assert path is not None
+    payload = torch.load(path, weights_only=True)
+    config = torch.utils.serialization.config.save
+    alignment = config.storage_alignment
+    try:
+        torch.serialization.set_crc32_options(False)
+        config.storage_alignment = 4096
+        reference = io.BytesIO()
+        torch.save(payload, reference)
+    finally:
+        torch.serialization.set_crc32_options(True)
+        config.storage_alignment = alignment
+    assert path.read_bytes() == reference.getvalue()
+    # A loader that trusts the file's alignment record to find the tensors (mmap=True with
+    # calculate_storage_offsets); torch's debug setting checks each offset it computes.
+    monkeypatch.setenv("TORCH_SERIALIZATION_DEBUG", "1")
+    offsets_from_alignment = torch.utils.serialization.config.load
+    try:
+        offsets_from_alignment.calculate_storage_offsets = True
+        loaded = torch.load(path, weights_only=True, mmap=True)["objects"]["state"]
+    finally:
+        offsets_from_alignment.calculate_storage_offsets = False
+    assert torch.equal(loaded["big"], state.tensors["big"])
+    assert torch.equal(loaded["small"], torch.arange(10))
+    if diskwrite._open_direct(open(path, "rb")) is None:  # noqa: SIM115
+        pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT: nothing went direct")
+    assert sent == [4_000_012 - 4_000_012 % 4096]  # the big tensor's whole pages, nothing else
 
 
 def test_a_torch_of_another_shape_gets_plain_torch_save(monkeypatch: pytest.MonkeyPatch) -> None:

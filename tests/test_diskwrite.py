@@ -1,0 +1,94 @@
+"""diskwrite: direct writes of page-aligned pieces, everything else buffered, same bytes."""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from pathlib import Path
+
+import pytest
+
+from bootstrap.diskwrite import DIRECT_MIN, PAGE, DirectWrites, EarlyWriteback, checkpoint_file
+from bootstrap.fsutil import atomic_writer
+
+
+def _direct_io_works(folder: Path) -> bool:
+    probe = folder / "probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | getattr(os, "O_DIRECT", 0), 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return hasattr(os, "O_DIRECT")
+
+
+@pytest.fixture
+def direct_folder(tmp_path: Path) -> Path:
+    if not _direct_io_works(tmp_path):
+        pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT")
+    return tmp_path
+
+
+def _page_aligned(data: bytes) -> memoryview:
+    region = mmap.mmap(-1, len(data))
+    region[:] = data
+    return memoryview(region)
+
+
+def test_big_aligned_pieces_go_direct_and_the_bytes_are_all_there(direct_folder: Path) -> None:
+    big = os.urandom(DIRECT_MIN + PAGE + 123)  # whole pages direct, a 123-byte tail buffered
+    pieces: list[tuple[bytes | memoryview, bool]] = [  # (data, whether its pages go direct)
+        (b"header" * 100, False),  # small: buffered
+        (b"\0" * (PAGE * 2 - 600), False),  # pads to a page boundary, as torch's writer does
+        (_page_aligned(big), True),
+        (b"x" * (PAGE - 123), False),
+        (bytes(big), False),  # at a page boundary, but a bytes object's memory is not
+        (b"misaligned" * 7, False),
+        (_page_aligned(big), False),  # aligned memory at an unaligned offset: buffered
+    ]
+    target = direct_folder / "out.bin"
+    with atomic_writer(target) as handle, checkpoint_file(handle, direct=True) as out:
+        assert isinstance(out, DirectWrites)
+        offsets = []
+        for data, _ in pieces:
+            offsets.append(out.tell())
+            assert out.write(data) == memoryview(data).nbytes
+        expected = sum(len(bytes(d)) - len(bytes(d)) % PAGE for d, direct in pieces if direct)
+        assert out.direct_bytes == expected
+    assert offsets[2] % PAGE == 0 and offsets[4] % PAGE == 0 and offsets[6] % PAGE
+    assert target.read_bytes() == b"".join(bytes(data) for data, _ in pieces)
+
+
+def test_without_direct_it_is_the_buffered_writer(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    with atomic_writer(target) as handle, checkpoint_file(handle, direct=False) as out:
+        assert isinstance(out, EarlyWriteback)
+        out.write(_page_aligned(os.urandom(DIRECT_MIN)))
+    assert target.stat().st_size == DIRECT_MIN
+
+
+def test_a_file_system_without_direct_io_gets_buffered_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)  # as on macOS
+    data = os.urandom(DIRECT_MIN * 2)
+    with atomic_writer(tmp_path / "out.bin") as handle, checkpoint_file(handle, direct=True) as out:
+        assert isinstance(out, EarlyWriteback)
+        out.write(_page_aligned(data))
+    assert (tmp_path / "out.bin").read_bytes() == data
+
+
+def test_direct_write_errors_other_than_misalignment_are_raised(direct_folder: Path) -> None:
+    target = direct_folder / "out.bin"
+    target.write_bytes(b"")
+    read_only = os.open(target, os.O_RDONLY | os.O_DIRECT)  # every write fails with EBADF
+    try:
+        with open(target, "r+b") as handle:
+            out = DirectWrites(EarlyWriteback(handle), read_only)
+            with pytest.raises(OSError) as caught:
+                out.write(_page_aligned(os.urandom(DIRECT_MIN)))
+    finally:
+        os.close(read_only)
+    assert caught.value.errno == errno.EBADF
