@@ -256,7 +256,8 @@ def _new_buffer(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.is_cuda or tensor.nbytes < DIRECT_MIN:
         return torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
     region = mmap.mmap(-1, tensor.nbytes)  # freed when the last tensor using it is
-    return torch.frombuffer(region, dtype=tensor.dtype, count=tensor.numel()).view(tensor.shape)
+    # Bytes first, then the dtype: a view works for every dtype, frombuffer may not.
+    return torch.frombuffer(region, dtype=torch.uint8).view(tensor.dtype).view(tensor.shape)
 
 
 _HOLDS_TENSORS = (torch.Tensor, dict, list, tuple)

@@ -237,6 +237,11 @@ def _awkward_tensors() -> dict[str, torch.Tensor]:
         "empty": torch.empty(0, 3),
         "conj": torch.randn(3, dtype=torch.complex64).conj(),  # a lazy conjugate bit
         "large": torch.randn(3_000_000),  # over one copy chunk: several threads share it
+        # 1 MB or more: page-aligned buffers, written with O_DIRECT where the disk takes it
+        "large_transposed": torch.randn(1024, 512).t(),
+        "large_bool": torch.rand(3_000_001) > 0.5,
+        "large_bf16": torch.randn(1_000_001).to(torch.bfloat16),
+        "large_conj": torch.randn(300_001, dtype=torch.complex64).conj(),
     }
 
 
