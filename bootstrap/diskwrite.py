@@ -137,9 +137,11 @@ class DirectWrites:
 def checkpoint_file(handle: BinaryIO, *, direct: bool) -> Iterator[EarlyWriteback | DirectWrites]:
     """The writer a checkpoint is serialised into; with ``direct``, O_DIRECT where the file
     system takes it (ext4, xfs; not tmpfs before Linux 6.6 or some FUSE mounts, which refuse it
-    at open: the file is then written as without ``direct``)."""
+    at open: the file is then written as without ``direct``). ``BOOTSTRAP_DIRECT_IO=0`` turns
+    direct writes off, should a file system take them badly."""
     early = EarlyWriteback(handle)
-    direct_fd = _open_direct(handle) if direct else None
+    wanted = direct and os.environ.get("BOOTSTRAP_DIRECT_IO", "1") != "0"  # the escape hatch
+    direct_fd = _open_direct(handle) if wanted else None
     if direct_fd is None:
         yield early
         return

@@ -20,6 +20,11 @@ times and the ratios the issue sets goals for, all measured in the same run:
     on a crash. So (c) is judged against ``torch.save`` followed by ``os.fsync``, which is as
     durable, and the raw ``torch.save`` is shown for reference.
 
+It also measures the CPU time of a whole async save (the copy and the background write: this
+process, and the machine, which adds the kernel's own threads), once with the big tensors
+written with O_DIRECT (the default) and once buffered (``BOOTSTRAP_DIRECT_IO=0``), round robin
+with the rest, and prints direct / buffered.
+
 The state is an MLP (4 square Linear layers) with its Adam optimizer after one step, so that
 the Adam moments exist: 3 x the parameters' bytes. The training repeats steps on one batch
 (no data loading, so that any slowdown comes from the checkpoint).
@@ -188,16 +193,38 @@ def bench_saves(trainer: Trainer, folder: Path, reps: int) -> Samples:
     def async_save() -> None:
         background.save(step, **objects)
 
+    def async_save_whole(direct: bool) -> Callable[[], None]:
+        """An async save and its background write, CPU measured (both ways of writing)."""
+
+        def run() -> None:
+            os.environ["BOOTSTRAP_DIRECT_IO"] = "1" if direct else "0"
+            try:
+                meter = Meter()
+                background.save(step, **objects)
+                background.wait()
+                _, ours, others = meter.stop()
+            finally:
+                del os.environ["BOOTSTRAP_DIRECT_IO"]
+            name = "direct" if direct else "buffered"
+            samples.add(f"async save, {name}: CPU, this process", ours)
+            samples.add(f"async save, {name}: CPU, machine", ours + others)
+
+        return run
+
     variants: list[tuple[str, Callable[[], None]]] = [
         ("torch.save", torch_save),
         ("torch.save + fsync", torch_save_fsync),
         ("atomic save", atomic),
         ("async save: blocked", async_save),
+        ("async save, direct: whole", async_save_whole(direct=True)),
+        ("async save, buffered: whole", async_save_whole(direct=False)),
     ]
     for rep in range(-1, reps):  # round -1 warms up: page cache, files, staging buffers
         shift = max(rep, 0) % len(variants)
         for name, fn in variants[shift:] + variants[:shift]:
             step += 1
+            if rep < 0 and "whole" in name:
+                continue  # they add samples themselves; the warm-up must add none
             elapsed = timed(fn)
             if fn is async_save:
                 written = timed(background.wait)
@@ -384,6 +411,18 @@ def main(argv: list[str] | None = None) -> int:
         (
             "    atomic save / torch.save (reference)",
             saves.ratios("atomic save", "torch.save"),
+            None,
+        ),
+        (
+            "async save CPU, direct / buffered: ours",
+            saves.ratios(
+                "async save, direct: CPU, this process", "async save, buffered: CPU, this process"
+            ),
+            None,
+        ),
+        (
+            "async save CPU, direct / buffered: all",
+            saves.ratios("async save, direct: CPU, machine", "async save, buffered: CPU, machine"),
             None,
         ),
     ]

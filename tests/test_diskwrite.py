@@ -61,9 +61,15 @@ def test_big_aligned_pieces_go_direct_and_the_bytes_are_all_there(direct_folder:
     assert target.read_bytes() == b"".join(bytes(data) for data, _ in pieces)
 
 
-def test_without_direct_it_is_the_buffered_writer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["not asked", "BOOTSTRAP_DIRECT_IO=0"])
+def test_without_direct_it_is_the_buffered_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how != "not asked":
+        monkeypatch.setenv("BOOTSTRAP_DIRECT_IO", "0")
     target = tmp_path / "out.bin"
-    with atomic_writer(target) as handle, checkpoint_file(handle, direct=False) as out:
+    asked = how != "not asked"
+    with atomic_writer(target) as handle, checkpoint_file(handle, direct=asked) as out:
         assert isinstance(out, EarlyWriteback)
         out.write(_page_aligned(os.urandom(DIRECT_MIN)))
     assert target.stat().st_size == DIRECT_MIN
