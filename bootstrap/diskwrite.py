@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 PAGE = 4096
-# Below this a synchronous direct write costs more in disk latency than the copy it saves.
+# Smaller pieces stay buffered: a direct write waits for the disk, which for a small piece is
+# not worth the copy it saves. (A round figure; the big tensors that matter are far above it.)
 DIRECT_MIN = 1 << 20
 
 
