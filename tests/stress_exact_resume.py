@@ -83,7 +83,8 @@ def train_one_epoch(epoch, model, optimizer, scheduler, loader, device, **_):
 '''
 
 TRAIN_PY = '''\
-"""The same training, made resumable by hand with bootstrap's Checkpointer."""
+"""The same training, made resumable by hand with bootstrap's Checkpointer, saving in the
+background (loop mode covers blocking saves): kills land in the background write too."""
 import argparse
 import logging
 
@@ -105,9 +106,10 @@ start = checkpoint.restore(**state)
 print(f"starting at epoch {start}", flush=True)
 for epoch in range(start, args.epochs):
     m.train_one_epoch(epoch=epoch, hidden=args.hidden, **objects)
-    checkpoint.save(epoch, **state)
+    checkpoint.save(epoch, blocking=False, **state)
     if checkpoint.should_stop:
         break
+checkpoint.close()
 '''
 
 TORN_WARNING = "skipping unreadable checkpoint"
