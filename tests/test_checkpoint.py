@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -121,8 +122,11 @@ def test_async_saves_send_big_tensors_direct_in_torch_save_s_format(
         offsets_from_alignment.calculate_storage_offsets = False
     assert torch.equal(loaded["big"], state.tensors["big"])
     assert torch.equal(loaded["small"], torch.arange(10))
-    if diskwrite._open_direct(open(path, "rb")) is None:  # noqa: SIM115
+    with open(path, "rb") as probe:
+        direct_fd = diskwrite._open_direct(probe)
+    if direct_fd is None:
         pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT: nothing went direct")
+    os.close(direct_fd)
     assert sent == [4_000_012 - 4_000_012 % 4096]  # the big tensor's whole pages, nothing else
 
 
