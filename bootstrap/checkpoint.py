@@ -165,7 +165,7 @@ class Checkpointer:
         payload = self._staging.copy(payload)
         self._writer = threading.Thread(
             target=self._write_in_background,
-            args=(payload, path, True),
+            args=(payload, path),
             name="checkpoint-writer",
             daemon=False,
         )
@@ -193,9 +193,9 @@ class Checkpointer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write_in_background(self, payload: dict[str, Any], path: Path, staged: bool) -> None:
+    def _write_in_background(self, payload: dict[str, Any], path: Path) -> None:
         try:
-            self._write(payload, path, staged=staged)
+            self._write(payload, path, staged=True)  # its tensors are Staging's buffers
         except BaseException as exc:  # surfaced on the caller's thread
             with self._lock:
                 self._error = exc

@@ -75,22 +75,23 @@ class EarlyWriteback:
         self._started = end
 
 
-class DirectWrites:
-    """Big page-aligned pieces go to the disk with O_DIRECT; everything else to ``inner``.
+class DirectWrites(EarlyWriteback):
+    """Big page-aligned pieces go to the disk with O_DIRECT; everything else is written as
+    ``EarlyWriteback`` writes it.
 
     A buffered write copies every byte into the page cache: for 200 MB, ~70 ms of CPU, which
     a training that keeps every core busy loses. A direct write has the disk read our buffer
     instead (~13 ms of CPU, about the same wall time, measured on ext4). It needs the piece's
     memory address, file offset and length to be multiples of the block size. A piece is sent
     direct when its offset is page-aligned and it is at least ``DIRECT_MIN`` long; its whole
-    pages go direct and the rest through ``inner``. The address is left to the kernel to check:
-    it refuses a misaligned one with EINVAL and writes nothing, and the piece then goes through
-    ``inner`` too. The two never share a page: direct ranges start and end on page boundaries,
-    and everything else is written sequentially around them.
+    pages go direct and the rest buffered. The address is left to the kernel to check: it
+    refuses a misaligned one with EINVAL and writes nothing, and the piece is then buffered
+    too. The two never share a page: direct ranges start and end on page boundaries, and
+    everything else is written sequentially around them.
     """
 
-    def __init__(self, inner: EarlyWriteback, direct_fd: int):
-        self._inner = inner
+    def __init__(self, file: BinaryIO, direct_fd: int):
+        super().__init__(file)
         self._fd = direct_fd
         self.direct_bytes = 0  # how much went direct (tests and benchmarks read it)
 
@@ -99,20 +100,20 @@ class DirectWrites:
         size = len(view)
         whole_pages = size - size % PAGE
         if whole_pages >= DIRECT_MIN:
-            offset = self._inner.tell()
+            offset = self.tell()
             if offset % PAGE == 0:  # else the kernel would refuse it; spare the system call
                 done = self._write_direct(view[:whole_pages], offset)
                 if done:
-                    self._inner.seek(done, os.SEEK_CUR)
+                    self.seek(done, os.SEEK_CUR)
                     view = view[done:]
         if len(view):
-            self._inner.write(view)
+            super().write(view)
         return size
 
     def _write_direct(self, view: memoryview, offset: int) -> int:
         """Bytes of ``view`` written direct: all of them, or 0 if the kernel refused them as
-        misaligned (or wrote fewer, which Linux does not do short of an error; the rest then
-        goes through ``inner`` as well)."""
+        misaligned (or fewer, which Linux does not do short of an error: then the rest is
+        buffered as well)."""
         try:
             done = os.pwrite(self._fd, view, offset)
         except OSError as exc:
@@ -124,30 +125,20 @@ class DirectWrites:
         self.direct_bytes += done
         return done
 
-    def flush(self) -> None:
-        self._inner.flush()
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._inner.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._inner.tell()
-
 
 @contextlib.contextmanager
 def checkpoint_file(handle: BinaryIO, *, direct: bool) -> Iterator[EarlyWriteback | DirectWrites]:
     """The writer a checkpoint is serialised into; with ``direct``, O_DIRECT where the file
-    system takes it (ext4, xfs; not tmpfs before Linux 6.6 or some FUSE mounts, which refuse it
-    at open: the file is then written as without ``direct``). ``BOOTSTRAP_DIRECT_IO=0`` turns
-    direct writes off, should a file system take them badly."""
-    early = EarlyWriteback(handle)
+    system takes it (ext4 does; file systems that refuse it at open, as tmpfs on older kernels
+    and some FUSE mounts do, get the file written as without ``direct``).
+    ``BOOTSTRAP_DIRECT_IO=0`` turns direct writes off, should a file system take them badly."""
     wanted = direct and os.environ.get("BOOTSTRAP_DIRECT_IO", "1") != "0"  # the escape hatch
     direct_fd = _open_direct(handle) if wanted else None
     if direct_fd is None:
-        yield early
+        yield EarlyWriteback(handle)
         return
     try:
-        yield DirectWrites(early, direct_fd)
+        yield DirectWrites(handle, direct_fd)
     finally:
         os.close(direct_fd)
 

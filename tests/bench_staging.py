@@ -8,9 +8,9 @@ on a new Colab VM, where the archive on Drive has never been read; "warm" rows r
 memory, which leaves the manual way's cp almost free. With ``--url-mbps N`` the archive is also
 served over HTTP at N MB/s by a local server in another process, and the manual way is then
 ``curl -o`` and ``tar -xf``: a source whose reading takes time, as a download (or Drive) does.
-Everything lives in a temporary folder
-that is removed at the end. The two ways take turns going first, each after a sync, so that
-disk noise hits both alike. Not collected by pytest (the name does not start with test_).
+Everything lives in a temporary folder that is removed at the end. The two ways take turns
+going first, each after a sync, so that disk noise hits both alike. Not collected by pytest
+(the name does not start with test_).
 
 The small-file trees are removed only at the end: on ext4 without a journal (this machine's
 disk), creating files right after deleting a few hundred thousand is several times slower for
