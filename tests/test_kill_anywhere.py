@@ -121,7 +121,10 @@ def test_kill_during_staging(sandbox: Sandbox, tmp_path: Path) -> None:
     _wait_for(lambda: datasets.is_dir() and any(p.name.startswith(".") for p in datasets.iterdir()))
     time.sleep(random.uniform(0, 0.2))
     _kill_group(proc)
-    assert not (datasets / "demo" / "toy").exists()  # nothing half-staged presented as staged
+    # Nothing half-staged is presented as staged. Staging can also finish before the kill
+    # lands (it is fast): then the folder is there, and whole.
+    toy = datasets / "demo" / "toy"
+    assert not toy.exists() or len(list(toy.glob("pad*.bin"))) == SMALL_FILES
     _rerun_and_check(sandbox, recipe, epochs=2)
 
 
