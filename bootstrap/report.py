@@ -21,6 +21,12 @@ class Step(Protocol):
     def note(self, detail: str) -> None:
         """A short result shown next to the step when it completes."""
 
+    def failed(self, detail: str) -> None:
+        """The step ran to its end without doing its job (the training failed); ``detail`` why."""
+
+    def stopped(self, detail: str) -> None:
+        """The step stopped part way, as asked, and a re-run continues it; ``detail`` says why."""
+
 
 class Reporter(Protocol):
     @property
@@ -37,6 +43,12 @@ class _SilentStep:
         pass
 
     def note(self, detail: str) -> None:
+        pass
+
+    def failed(self, detail: str) -> None:
+        pass
+
+    def stopped(self, detail: str) -> None:
         pass
 
 

@@ -27,7 +27,7 @@ from bootstrap.prepare_steps import run_prepare_step
 from bootstrap.recipe import load_recipe
 from bootstrap.repo import describe_url, sync_repo
 from bootstrap.report import Reporter, SilentReporter
-from bootstrap.runstate import FINISHED, RunState
+from bootstrap.runstate import FAILED, FINISHED, INTERRUPTED, PAUSED, STOPPED, RunState
 from bootstrap.supervise import Outcome, Supervisor
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,12 @@ def execute(
     )
     with ui.step("train") as step:
         outcome = supervisor.run()
-        step.note(outcome.message)
+        if outcome.status == FAILED:
+            step.failed(outcome.message)
+        elif outcome.status in (STOPPED, INTERRUPTED, PAUSED):
+            step.stopped(outcome.message)
+        else:
+            step.note(outcome.message)
     return outcome
 
 

@@ -128,12 +128,19 @@ class _Step:
     def __init__(self) -> None:
         self.skipped: str | None = None
         self.detail: str | None = None
+        self.mark = ("✓", "green")
 
     def skip(self, reason: str) -> None:
         self.skipped = reason
 
     def note(self, detail: str) -> None:
         self.detail = detail
+
+    def failed(self, detail: str) -> None:
+        self.detail, self.mark = detail, ("✗", "red")
+
+    def stopped(self, detail: str) -> None:
+        self.detail, self.mark = detail, ("■", "yellow")
 
 
 class ConsoleReporter:
@@ -175,7 +182,7 @@ class ConsoleReporter:
         if step.skipped is not None:
             self._line(("–", "dim"), title, f"skipped: {step.skipped}", seconds)
         else:
-            self._line(("✓", "green"), title, step.detail or "done", seconds)
+            self._line(step.mark, title, step.detail or "done", seconds)
 
     def _line(self, mark: tuple[str, str], title: str, text: str, seconds: float) -> None:
         if self.quiet:

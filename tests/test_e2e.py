@@ -108,6 +108,7 @@ def test_crash_loop_stops_relaunching(sandbox: Sandbox, tmp_path: Path) -> None:
     result = sandbox.cli(recipe)
     assert result.returncode == 4, result.stderr
     assert "crash loop" in result.stderr
+    assert "✗ train" in result.stderr and "✓ train" not in result.stderr
     assert len(_state(sandbox, "crash")["attempts"]) == 2
 
 
@@ -122,11 +123,13 @@ def test_sigint_stops_cleanly_and_rerun_continues(sandbox: Sandbox, demo: Path) 
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out
     assert "re-run the same command to continue" in out
+    assert "■ train" in out and "✓ train" not in out  # stopped, to be continued: not done
     assert _state(sandbox)["status"] == "interrupted"
     assert list((sandbox.persist / "runs/demo/checkpoints").glob("epoch-001.pt"))
 
     again = sandbox.cli(demo, "--set", "run.args[5]=4")
     assert again.returncode == 0, again.stderr
+    assert "✓ train" in again.stderr
     start = _epochs_started_at(again.stdout)
     assert start is not None and start >= 2
 
