@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="apply the 'smoke' profile and run CPU-only, without Drive (for CI)",
+        help="apply the 'smoke' profile and run CPU-only, without Drive (for CI), "
+        "as a run of its own under smoke/ in the storage roots",
     )
     parser.add_argument(
         "--set",
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the resolved plan and change nothing"
     )
     noise = parser.add_mutually_exclusive_group()
-    noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    noise.add_argument(
+        "-q", "--quiet", action="store_true", help="the training's output, warnings and the outcome"
+    )
     noise.add_argument(
         "-v", "--verbose", action="store_true", help="debug messages and tracebacks on the console"
     )

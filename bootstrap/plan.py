@@ -93,6 +93,9 @@ class Plan:
         return [expand(a, values, {}) for a in (self.resume_args or ())]
 
 
+SMOKE_DIR = "smoke"  # under each storage root: where --smoke runs keep everything
+
+
 def default_local_root(kind: str, environ: Mapping[str, str]) -> Path:
     """Off Colab, persist lives in the user's data folder and scratch in the cache folder."""
     home = Path(environ.get("HOME") or Path.home())
@@ -121,6 +124,12 @@ def resolve_plan(
     scratch_root, scratch_origin = _storage_root(
         "scratch", scratch, env, recipe.storage.scratch, host, smoke, base
     )
+    if smoke:
+        # A smoke run is a run of its own: off Colab both would share the same roots, and the
+        # smoke run's checkpoints would resume the real run, or its end mark it finished.
+        persist_root, scratch_root = persist_root / SMOKE_DIR, scratch_root / SMOKE_DIR
+        persist_origin += f", {SMOKE_DIR}/ for --smoke"
+        scratch_origin += f", {SMOKE_DIR}/ for --smoke"
     name = recipe.name
     values = {
         "persist": str(persist_root),

@@ -103,6 +103,44 @@ def test_smoke_needs_neither_drive_nor_gpu(sandbox: Sandbox, tmp_path: Path) -> 
     assert "trained" in result.stdout
 
 
+SHARED_ROOTS = """name: t
+repo: {url: repo}
+install: {requirements: []}
+run:
+  script: train.py
+  args: ["--out", "{ckpt}", "--epochs", "3"]
+  resume: ["--resume", "{checkpoint}"]
+profiles:
+  smoke:
+    run: {args: ["--out", "{ckpt}", "--epochs", "1"]}
+"""
+
+
+def test_smoke_run_is_kept_apart_from_the_real_run(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Off Colab both runs get the same storage roots: a smoke run must not leave the real
+    run finished, nor a checkpoint for it to resume."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "train.py").write_text(
+        "import pathlib, sys\n"
+        "args = sys.argv[1:]\n"
+        "print('argv', args)\n"
+        "out = pathlib.Path(args[args.index('--out') + 1])\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'last.txt').write_text(args[args.index('--epochs') + 1])\n"
+    )
+    recipe = write_recipe(tmp_path / "r.yaml", SHARED_ROOTS)
+    smoke = sandbox.cli(recipe, "--smoke")
+    assert smoke.returncode == 0, smoke.stderr
+    assert "'--epochs', '1'" in smoke.stdout
+    real = sandbox.cli(recipe)
+    assert real.returncode == 0, real.stderr
+    assert "already finished" not in real.stderr
+    assert "'--epochs', '3'" in real.stdout and "--resume" not in real.stdout
+    assert (sandbox.persist / "smoke" / "runs" / "t").is_dir()
+    assert (sandbox.scratch / "checkpoints" / "t" / "last.txt").read_text() == "3"
+    assert (sandbox.scratch / "smoke" / "checkpoints" / "t" / "last.txt").read_text() == "1"
+
+
 def test_gpu_required_without_gpu_exit_3_with_the_fix(sandbox: Sandbox, tmp_path: Path) -> None:
     _repo(tmp_path)
     recipe = write_recipe(tmp_path / "r.yaml", GOOD + "gpu: required\n")

@@ -84,8 +84,8 @@ def test_nanogpt_dry_run_resolves_paths(sandbox: Sandbox, tmp_path: Path) -> Non
     url = git_repo(tmp_path / "nanogpt")
     result = sandbox.cli(NANOGPT, "--smoke", "--dry-run", "--set", f"repo.url={url}")
     assert result.returncode == 0, result.stderr
-    repo = sandbox.scratch / "repos" / "nanogpt-shakespeare-char"
-    ckpt = sandbox.scratch / "checkpoints" / "nanogpt-shakespeare-char"
+    repo = sandbox.scratch / "smoke" / "repos" / "nanogpt-shakespeare-char"  # --smoke: apart
+    ckpt = sandbox.scratch / "smoke" / "checkpoints" / "nanogpt-shakespeare-char"
     out = result.stdout
     # train.py reads data/<dataset>/*.bin relative to its cwd, the repo root
     assert f"train.py config/train_shakespeare_char.py --out_dir={ckpt} " in out
@@ -98,7 +98,7 @@ def test_nanogpt_dry_run_resolves_paths(sandbox: Sandbox, tmp_path: Path) -> Non
 
 def test_nanogpt_resumes_only_when_ckpt_exists(sandbox: Sandbox, tmp_path: Path) -> None:
     url = git_repo(tmp_path / "nanogpt")
-    ckpt = sandbox.scratch / "checkpoints" / "nanogpt-shakespeare-char"
+    ckpt = sandbox.scratch / "smoke" / "checkpoints" / "nanogpt-shakespeare-char"
     ckpt.mkdir(parents=True)
     (ckpt / "notes.txt").write_text("not a checkpoint")
     args = (NANOGPT, "--smoke", "--dry-run", "--set", f"repo.url={url}")
