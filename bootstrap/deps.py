@@ -126,7 +126,7 @@ def install_requirements(
         return InstallResult(False, "none", [], [], time.monotonic() - started, log_path)
     state_dir.mkdir(parents=True, exist_ok=True)
     pins = _installed(python, keep, state_dir)
-    reader = RequirementsReader(repo_root, pins)
+    reader = RequirementsReader(repo_root, pins, frozenset(map(canonical_name, keep)))
     for path in files:
         reader.read(path, constraint=False)
     if project is not None:
@@ -152,6 +152,17 @@ def install_requirements(
             log.debug("kept %s %s (%s asks for any version)", who, version, origin)
         else:
             log.warning("held %s at %s (%s asked for %s)", who, version, origin, spec)
+    for spec, where in reader.unheld:
+        # Off Colab, often no torch yet: the installer then picks one, for torch a CUDA build
+        # of several GB from PyPI. Worth a word before a download that size.
+        log.warning(
+            "%s asks for %s, which install.keep would hold, but it is not installed in %s: the "
+            "installer picks a version (torch from PyPI is a CUDA build of several GB; for a "
+            "CPU-only machine, install a CPU wheel first)",
+            where,
+            spec,
+            python,
+        )
     # Cleared first: an install that dies halfway must not pass for an older good one.
     marker.clear()
     if reader.wanted:

@@ -81,6 +81,7 @@ class RequirementsReader:
 
     repo_root: Path
     pins: dict[str, tuple[str, str]]
+    keep: frozenset[str] = frozenset()  # canonical names the recipe holds, installed or not
     requirements: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
@@ -88,6 +89,8 @@ class RequirementsReader:
     reports: list[tuple[str, str, str, str]] = field(default_factory=list)
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     wanted: int = 0  # requirement lines left for the installer
+    # (spec, where) of requirements naming a kept package that is not installed: nothing holds it
+    unheld: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def held(self) -> list[tuple[str, str, str]]:
@@ -150,6 +153,8 @@ class RequirementsReader:
             who, version = self.pins[name]
             self.reports.append((who, version, spec, origin))
             return
+        if name is not None and name in self.keep and not constraint:
+            self.unheld.append((spec, where))
         (self.constraints if constraint else self.requirements).append(text)
         self.wanted += 0 if constraint else 1
 

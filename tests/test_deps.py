@@ -236,6 +236,22 @@ def test_an_unheld_package_is_upgraded(target: Target) -> None:
     assert target.versions("held_pkg") == {"held_pkg": "2.0"}
 
 
+def test_a_kept_package_that_is_not_installed_is_named_before_installing(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = target.root / "repo"
+    write(repo / "requirements.txt", "alpha\nheld_pkg>=1.0\n")
+    with caplog.at_level(logging.WARNING, logger="bootstrap.deps"):
+        result = target.install(repo, keep=["held.pkg", "torchaudio"])
+    assert result.held == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # one warning, for the kept package the requirements name; none for torchaudio
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("requirements.txt:2 asks for held_pkg>=1.0, which install.keep")
+    assert f"not installed in {target.python}" in warnings[0]
+    assert target.versions("held_pkg") == {"held_pkg": "2.0"}
+
+
 def test_preinstalled_torch_is_held(target: Target) -> None:
     try:
         torch = importlib.metadata.version("torch")
