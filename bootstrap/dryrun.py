@@ -47,9 +47,13 @@ def describe(plan: Plan, options: Options) -> list[str]:
         f"keep: {', '.join(recipe.install.keep) or 'nothing'} (skipped when unchanged)",
     ]
     for item in plan.data:
-        lines.append(
-            f"data[{item.index}]      {item.source} -> {item.dest} (skipped when already staged)"
+        local = not item.source.startswith(("http://", "https://"))
+        status = (
+            "MISSING: a run would stop here"
+            if local and not Path(item.source).exists()
+            else "skipped when already staged"
         )
+        lines.append(f"data[{item.index}]      {item.source} -> {item.dest} ({status})")
     for prep in plan.prepare:
         creates = f"; outputs {', '.join(prep.creates)}" if prep.creates else ""
         lines.append(

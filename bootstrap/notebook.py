@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 class Prepared:
     """Every resolved path of a prepared recipe."""
 
-    plan: Plan
+    plan: Plan = field(repr=False)  # the whole resolved recipe: thousands of characters
     persist: Path
     scratch: Path
     run_dir: Path

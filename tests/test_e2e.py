@@ -184,7 +184,12 @@ def test_dry_run_has_no_side_effects(sandbox: Sandbox, demo: Path) -> None:
     assert "would clone" in result.stdout or "clone" in result.stdout
     assert str(sandbox.persist / "runs" / "demo") in result.stdout
     assert "train.py" in result.stdout
+    assert "(skipped when already staged)" in result.stdout  # the demo's archive is there
     assert sorted(sandbox.root.rglob("*")) == before
+    missing = sandbox.cli(demo, "--dry-run", "--set", "data[0].source=nowhere.tar.gz")
+    assert missing.returncode == 0, missing.stderr
+    assert "nowhere.tar.gz -> " in missing.stdout
+    assert "(MISSING: a run would stop here)" in missing.stdout
 
 
 def test_smoke_workflow_script_passes_on_the_shipped_recipes(sandbox: Sandbox, demo: Path) -> None:

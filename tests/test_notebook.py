@@ -37,6 +37,9 @@ def test_prepare_sets_up_and_puts_the_repo_on_sys_path(kernel: Sandbox, demo: Pa
         env.sync()  # the background mirror's last pass
     assert (env.run_dir / "checkpoints" / "step-000000000.pt").is_file()
     assert env.commit
+    # what a notebook shows for `env`: the paths, not the whole resolved recipe
+    assert f"repo={env.repo!r}" in repr(env) and "plan=" not in repr(env)
+    assert len(repr(env)) < 1000
 
 
 def test_prepare_twice_skips_what_is_done(kernel: Sandbox, demo: Path) -> None:
