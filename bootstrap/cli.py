@@ -93,7 +93,8 @@ def _add_debug_log(run_dir: Path) -> Path | None:
     path = run_dir / "logs" / f"bootstrap-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        # Opened at the first record: a re-run that only finds the run finished leaves no file.
+        handler = logging.FileHandler(path, encoding="utf-8", delay=True)
     except OSError:
         return None
     handler.setLevel(logging.DEBUG)

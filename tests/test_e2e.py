@@ -56,10 +56,13 @@ def test_demo_finishes_and_second_run_says_finished(sandbox: Sandbox, demo: Path
     assert "epoch-003.pt" in status.stdout and "(mirrored" not in status.stdout
     assert "; mirrored)" in status.stdout
 
+    debug_logs = sorted((sandbox.persist / "runs/demo/logs").glob("bootstrap-*.log"))
     second = sandbox.cli(demo)
     assert second.returncode == 0
     assert "already finished" in second.stderr
     assert "epoch" not in second.stdout
+    # nothing happened, so no new (empty) debug log
+    assert sorted((sandbox.persist / "runs/demo/logs").glob("bootstrap-*.log")) == debug_logs
 
     fresh = sandbox.cli(demo, "--fresh", "--set", "run.args[5]=1")
     assert fresh.returncode == 0, fresh.stderr
