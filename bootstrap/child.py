@@ -12,6 +12,13 @@ An exception is a crash: the traceback goes to the output (and so to the log) an
 is 1, so the supervisor restarts and the next attempt resumes. A stop request (SIGINT) that
 the code does not handle exits with 130.
 
+An entry point that is not there (no such module, no such function, or not callable) is a
+mistake in the recipe, not a crash: one ``[bootstrap] error:`` line naming the recipe key, with a
+"did you mean" when a close name exists, and exit code 78 (EXIT_ENTRY_POINT, sysexits'
+EX_CONFIG: rarer in training code than small numbers), which the supervisor does not restart.
+An exception raised while the module imports, including a missing package it imports itself,
+is still a crash.
+
 The Checkpointer is given no deadline here: the supervisor owns the time limit and sends SIGINT
 when it passes, which ``should_stop`` sees. A child that stopped on its own clock could exit 0
 before the supervisor noticed the deadline, and a stopped run would be recorded as finished.
@@ -19,34 +26,70 @@ before the supervisor noticed the deadline, and a stopped run would be recorded 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import json
 import logging
 import os
+import pkgutil
 import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
+# Not __name__: run as `python -m bootstrap.child` that is "__main__", outside the "bootstrap"
+# logger that configure_logging formats ("[bootstrap] error: ...").
+log = logging.getLogger("bootstrap.child")
 
 EXIT_CRASH = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_ENTRY_POINT = 78
 
 
-def resolve(spec: str) -> Callable[..., Any]:
-    """The object named by ``module:function`` (``function`` may be dotted: ``Class.method``)."""
+class EntryPointError(Exception):
+    """The recipe names an entry point that does not exist: fix the recipe, do not restart."""
+
+    def __init__(self, key: str, spec: str, problem: str, name: str, candidates: list[str]):
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"{key}: {spec}: {problem}{hint}")
+
+
+def resolve(spec: str, key: str = "run.callable") -> Callable[..., Any]:
+    """The object named by ``module:function`` (``function`` may be dotted: ``Class.method``).
+
+    Raises EntryPointError, naming the recipe ``key``, when the entry point itself is missing.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"{spec!r} is not of the form module:function")
-    module = importlib.import_module(module_name)
+        raise EntryPointError(key, spec, "not of the form module:function", "", [])
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the entry module or one of its parent packages being absent is the recipe's
+        # fault; a package the module imports for itself (say wandb) missing is a crash.
+        missing = exc.name or ""
+        if missing != module_name and not module_name.startswith(missing + "."):
+            raise
+        parent, _, leaf = missing.rpartition(".")
+        where = getattr(sys.modules.get(parent), "__path__", None) if parent else [os.getcwd()]
+        names = [m.name for m in pkgutil.iter_modules(where)] if where else []
+        raise EntryPointError(key, spec, f"no module named {missing!r}", leaf, names) from None
     target: Any = module
-    for part in attr.split("."):
-        target = getattr(target, part)
+    parts = attr.split(".")
+    for i, part in enumerate(parts):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            owner = f"module {module_name}" if i == 0 else f"{module_name}:{'.'.join(parts[:i])}"
+            public = [n for n in dir(target) if not n.startswith("_")]
+            problem = f"{owner} has no attribute {part!r}"
+            raise EntryPointError(key, spec, problem, part, public) from None
     if not callable(target):
-        raise TypeError(f"{spec} is {type(target).__name__}, not a function")
+        problem = f"not callable (it is a {type(target).__name__})"
+        raise EntryPointError(key, spec, problem, "", [])
     return target
 
 
@@ -81,7 +124,7 @@ def loop(spec: str, setup_spec: str, epochs: int, kwargs: dict[str, Any]) -> Non
     # Installed before the imports and setup below, which can take a while, so that a stop
     # request at any point after this is a polite one.
     checkpoint.install_signal_handlers()
-    run_loop(resolve(setup_spec), resolve(spec), epochs, kwargs, checkpoint)
+    run_loop(resolve(setup_spec, "run.setup"), resolve(spec), epochs, kwargs, checkpoint)
 
 
 class _Formatter(logging.Formatter):
@@ -131,6 +174,9 @@ def main() -> int:
             loop(spec, setup_spec, epochs, kwargs)
         else:
             call(resolve(spec), kwargs)
+    except EntryPointError as exc:
+        log.error("%s", exc)  # a recipe mistake: the traceback would only point at us
+        return EXIT_ENTRY_POINT
     except KeyboardInterrupt:
         log.warning("interrupted; re-run the same command to continue from the last checkpoint")
         return EXIT_INTERRUPTED

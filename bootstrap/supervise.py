@@ -9,6 +9,7 @@ the checkpoints are mirrored before the supervisor returns.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
 import signal
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from bootstrap.child import EXIT_ENTRY_POINT
 from bootstrap.durations import format_duration
-from bootstrap.errors import ExitCode
+from bootstrap.errors import BootstrapError, ExitCode
 from bootstrap.faults import persist_fault_hook
 from bootstrap.launch import (
     OutputSink,
@@ -60,6 +62,12 @@ class Outcome:
     resumed_from: Path | None  # the checkpoint the first attempt of this run resumed from
     last_checkpoint: Path | None
     message: str
+
+
+class EntryPointMissing(BootstrapError):
+    """run.script names no file: a recipe mistake, found at launch (run.prepare may create it)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class Supervisor:
@@ -129,6 +137,7 @@ class Supervisor:
         restarts_left = run.restarts
         first_resume: Path | None = None
         attempts_here = 0
+        self._check_script()
         if run.stop_after is not None:
             self._session_end = self.clock() + run.stop_after
         self.plan.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -157,6 +166,17 @@ class Supervisor:
                         return self._finish(STOPPED, attempts_here, first_resume)
                     if code == 0:
                         return self._finish(FINISHED, attempts_here, first_resume)
+                    if code == EXIT_ENTRY_POINT and run.entry_kind == "callable":
+                        # bootstrap.child found no such module or function: every restart
+                        # would fail the same way, so say what to fix instead.
+                        return self._finish(
+                            FAILED,
+                            attempts_here,
+                            first_resume,
+                            "the recipe's entry point was not found (the error line above "
+                            "says which); fix run.callable or run.setup",
+                            ExitCode.USAGE,
+                        )
                     after = newest_checkpoint(self.plan.checkpoints, run.match)
                     progressed = _stamp(after) != _stamp(newest)
                     quick = self.clock() - started < CRASH_LOOP_SECONDS
@@ -190,6 +210,22 @@ class Supervisor:
         finally:
             if not self._mirrored:  # an unexpected error: still save what can be saved
                 self.mirror.stop(timeout=self._final_mirror_timeout())
+
+    def _check_script(self) -> None:
+        """Fail before launching when run.script is not a file (Python would only crash)."""
+        if self.plan.recipe.run.entry_kind != "script":
+            return
+        path = self.plan.work_dir / self.plan.entry
+        if path.is_file():
+            return
+        others = [p.name for p in path.parent.glob("*.py")] if path.parent.is_dir() else []
+        close = difflib.get_close_matches(path.name, others, n=1)
+        hint = (
+            f"did you mean {str(Path(self.plan.entry).with_name(close[0]))!r}?"
+            if close
+            else "give a path relative to the repository's working folder ({repo})"
+        )
+        raise EntryPointMissing(f"run.script: {path} is not a file", hint=hint)
 
     def _attempt(self, resume: list[str], resumed_from: Path | None) -> int:
         number = len(self.state.attempts) + 1
@@ -274,7 +310,12 @@ class Supervisor:
         return self._finish(INTERRUPTED, attempts, first_resume)
 
     def _finish(
-        self, status: str, attempts: int, first_resume: Path | None, reason: str = ""
+        self,
+        status: str,
+        attempts: int,
+        first_resume: Path | None,
+        reason: str = "",
+        exit_code: ExitCode | None = None,
     ) -> Outcome:
         # The final mirror pass, before the state says we are done. Bounded: a hung Drive
         # must not hang the cell forever (the files stay on scratch and in the next run).
@@ -301,7 +342,9 @@ class Supervisor:
             ),
             FAILED: (ExitCode.TRAINING_FAILED, f"the training failed: {reason}"),
         }[status]
-        return Outcome(status, code, attempts, first_resume, last, message)
+        return Outcome(
+            status, code if exit_code is None else exit_code, attempts, first_resume, last, message
+        )
 
 
 def _stamp(path: Path | None) -> tuple[str, int] | None:

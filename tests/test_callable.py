@@ -84,11 +84,22 @@ def bad_setup(width):
 """
 
 
+# A module that is there but whose own import of a package fails: a crash, not a recipe mistake.
+NEEDS_MISSING = """\
+import not_installed_pkg_xyz
+
+
+def main():
+    pass
+"""
+
+
 def _repo(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir(exist_ok=True)
     (repo / "callables.py").write_text(CALLABLES)
     (repo / "loopy.py").write_text(LOOPY)
+    (repo / "needs_missing.py").write_text(NEEDS_MISSING)
 
 
 def _recipe(tmp_path: Path, name: str, run: str) -> Path:
@@ -197,6 +208,54 @@ def test_loop_mode_bad_setup_is_a_crash_with_a_clear_message(
     result = sandbox.cli(recipe)
     assert result.returncode == 4, result.stdout + result.stderr
     assert "run.setup loopy:bad_setup returned list, expected a dict" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("run", "error"),
+    [
+        (
+            'callable: "callables:mian"',
+            "run.callable: callables:mian: module callables has no attribute 'mian'; "
+            "did you mean 'main'?",
+        ),
+        (
+            'callable: "callabels:main"',
+            "run.callable: callabels:main: no module named 'callabels'; did you mean 'callables'?",
+        ),
+        ('callable: "callables:json"', "run.callable: callables:json: not callable"),
+        (
+            'callable: "loopy:epoch", setup: "loopy:setpu", epochs: 2',
+            "run.setup: loopy:setpu: module loopy has no attribute 'setpu'; did you mean 'setup'?",
+        ),
+    ],
+)
+def test_missing_entry_point_is_a_recipe_error_not_restarted(
+    sandbox: Sandbox, tmp_path: Path, run: str, error: str
+) -> None:
+    recipe = _recipe(tmp_path, "ep", f"{run}, restarts: 3")
+    result = sandbox.cli(recipe)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert f"[bootstrap] error: {error}" in result.stdout
+    assert "Traceback" not in out and "restarting" not in out
+    assert "entry point was not found" in out and "fix run.callable or run.setup" in out
+    state = _state(sandbox, "ep")
+    assert state["status"] == "failed"
+    assert [a["exit_code"] for a in state["attempts"]] == [78]
+
+
+def test_missing_package_imported_by_the_module_is_still_a_crash(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    recipe = _recipe(tmp_path, "dep", 'callable: "needs_missing:main", restarts: 1')
+    result = sandbox.cli(recipe)
+    out = result.stdout + result.stderr
+    assert result.returncode == 4, out
+    assert "Traceback" in result.stdout
+    assert "No module named 'not_installed_pkg_xyz'" in result.stdout
+    assert "[bootstrap] error:" not in out
+    assert "exited with code 1; restarting (restart 1 of 1)" in result.stderr
+    assert [a["exit_code"] for a in _state(sandbox, "dep")["attempts"]] == [1, 1]
 
 
 def test_loop_mode_sigint_finishes_the_epoch_then_exits_130_and_continues(

@@ -119,6 +119,38 @@ def test_each_attempt_has_its_own_log_with_progress_collapsed(
     assert logs[0].read_text() == "progress 100%\ndone\n"
 
 
+def test_missing_script_fails_before_launching(sandbox: Sandbox, tmp_path: Path) -> None:
+    _recipe(tmp_path, FOREVER)  # the repo has train.py
+    recipe = write_recipe(
+        tmp_path / "typo.yaml",
+        "name: sup\nrepo: {url: repo}\ninstall: {requirements: []}\nrun: {script: trian.py}\n",
+    )
+    result = sandbox.cli(recipe)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    looked = sandbox.scratch / "repos" / "sup" / "trian.py"
+    assert f"run.script: {looked} is not a file" in out
+    assert "did you mean 'train.py'?" in out
+    assert "started" not in out and "can't open file" not in out
+    assert not list((sandbox.persist / "runs/sup/logs").glob("attempt-*.log"))
+
+
+def test_script_made_by_run_prepare_is_found(sandbox: Sandbox, tmp_path: Path) -> None:
+    # run.prepare runs before the training, so the check must wait until launch.
+    recipe = _recipe(tmp_path, "print('made')\n", "")
+    (tmp_path / "repo" / "make.py").write_text(
+        "import shutil; shutil.move('train.py', 'made.py')\n"
+    )
+    recipe.write_text(
+        recipe.read_text().replace(
+            "script: train.py", "script: made.py, prepare: [{script: make.py}]"
+        )
+    )
+    result = sandbox.cli(recipe)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "made" in result.stdout
+
+
 def test_log_writer_keeps_last_state_of_carriage_return_lines(tmp_path: Path) -> None:
     writer = LogWriter(tmp_path / "a.log")
     for chunk in (b"epoch 1\n 10%|#", b"   \r 50%|##", b"##\r100%|####\r\n", b"partial"):
