@@ -56,10 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--persist", metavar="PATH", help="storage that survives the VM")
     parser.add_argument("--scratch", metavar="PATH", help="fast local storage")
-    parser.add_argument(
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument(
         "--fresh",
         action="store_true",
         help="train again from scratch (earlier checkpoints are set aside)",
+    )
+    again.add_argument(
+        "--extend",
+        action="store_true",
+        help="train on from the newest checkpoint of a run that finished, e.g. after raising "
+        "its epochs with --set",
     )
     parser.add_argument(
         "--status",
@@ -119,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         persist=args.persist,
         scratch=args.scratch,
         fresh=args.fresh,
+        extend=args.extend,
     )
     debug_log: Path | None = None
     try:

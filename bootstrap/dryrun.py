@@ -29,10 +29,8 @@ def describe(plan: Plan, options: Options) -> list[str]:
         f"run folder   {plan.run_dir}",
         f"run state    {state.status}, {len(state.attempts)} attempt(s) so far",
     ]
-    if state.status == FINISHED and not options.fresh:
-        lines.append(
-            "             a run would report 'already finished' (pass --fresh to train again)"
-        )
+    if state.status == FINISHED and not (options.fresh or options.extend):
+        lines.append("             a run would report 'already finished' (--extend, --fresh)")
     ref = recipe.repo.ref or "the remote's HEAD"
     clone_state = (
         "exists, would update if ref moved"

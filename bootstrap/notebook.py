@@ -72,6 +72,7 @@ def _options(
     persist: str | None,
     scratch: str | None,
     fresh: bool = False,
+    extend: bool = False,
 ) -> Options:
     sets = tuple(f"{key}={_as_yaml(value)}" for key, value in (overrides or {}).items())
     return Options(
@@ -82,6 +83,7 @@ def _options(
         persist=persist,
         scratch=scratch,
         fresh=fresh,
+        extend=extend,
     )
 
 
@@ -146,11 +148,15 @@ def run(
     persist: str | None = None,
     scratch: str | None = None,
     fresh: bool = False,
+    extend: bool = False,
     mount_drive: bool = True,
     reporter: Any = None,
 ) -> Outcome:
-    """The whole recipe, training included, like ``python -m bootstrap``; returns the outcome."""
-    options = _options(recipe, profile, smoke, overrides, persist, scratch, fresh)
+    """The whole recipe, training included, like ``python -m bootstrap``; returns the outcome.
+    ``fresh`` and ``extend`` are the command line's ``--fresh`` and ``--extend``."""
+    if fresh and extend:
+        raise ValueError("fresh and extend exclude each other: start over, or train on")
+    options = _options(recipe, profile, smoke, overrides, persist, scratch, fresh, extend)
     plan = _plan(options, mount_drive)
     return execute(plan, options, reporter or _default_reporter())
 

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # Scanning the checkpoint folder is a few stat calls; persist is written only on change.
 DEFAULT_MIRROR_INTERVAL = 2.0
+AGAIN_HINT = (
+    "to train on from its newest checkpoint, raise the training's length (its epochs, in the "
+    "recipe or with --set) and pass --extend; to start over, pass --fresh"
+)
 COLAB_GPU_FIX = "in Colab: Runtime > Change runtime type > choose a GPU, then run the cell again"
 
 
@@ -46,6 +50,7 @@ class Options:
     persist: str | None = None
     scratch: str | None = None
     fresh: bool = False
+    extend: bool = False  # a finished run trains on from its newest checkpoint
     python: str = sys.executable
 
 
@@ -93,7 +98,7 @@ def execute(
     ui = reporter or SilentReporter()
     env = dict(os.environ if environ is None else environ)
     state = RunState.load(plan.state_file, plan.name)
-    if state.status == FINISHED and not options.fresh:
+    if state.status == FINISHED and not (options.fresh or options.extend):
         last = newest_checkpoint(plan.mirror_dir, plan.recipe.run.match)
         return Outcome(
             FINISHED,
@@ -101,8 +106,10 @@ def execute(
             0,
             None,
             last,
-            f"this run already finished (see {plan.run_dir}); pass --fresh to train again",
+            f"this run already finished (see {plan.run_dir}); {AGAIN_HINT}",
         )
+    if state.status == FINISHED and options.extend:
+        log.info("the run had finished; --extend: training on from its newest checkpoint")
     if options.fresh:
         start_fresh(plan)
         state = RunState(name=plan.name)

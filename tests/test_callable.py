@@ -195,6 +195,13 @@ def test_loop_mode_saves_stateful_objects_and_passes_the_rest_through(
     assert set(payload["objects"]) == {"model", "optimizer"}
     assert payload["objects"]["optimizer"]["param_groups"][0]["lr"] == 0.1
 
+    # "train 2 more": raise run.epochs; --extend continues the finished run at epoch 3
+    assert "already finished" in sandbox.cli(recipe, "--set", "run.epochs=5").stderr
+    more = sandbox.cli(recipe, "--extend", "--set", "run.epochs=5")
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert _done_epochs(more.stderr + more.stdout) == [3, 4]
+    assert "all 5 epochs done" in more.stdout + more.stderr
+
 
 def test_loop_mode_bad_setup_is_a_crash_with_a_clear_message(
     sandbox: Sandbox, tmp_path: Path

@@ -63,6 +63,15 @@ def test_demo_finishes_and_second_run_says_finished(sandbox: Sandbox, demo: Path
     assert "epoch" not in second.stdout
     # nothing happened, so no new (empty) debug log
     assert sorted((sandbox.persist / "runs/demo/logs").glob("bootstrap-*.log")) == debug_logs
+    assert "--extend" in second.stderr and "--fresh" in second.stderr
+
+    # two more epochs: the finished run trains on from its newest checkpoint
+    extended = sandbox.cli(demo, "--extend", "--set", "run.args[5]=6")
+    assert extended.returncode == 0, extended.stderr
+    assert _epochs_started_at(extended.stdout) == 4, extended.stdout
+    assert "epoch 5: loss" in extended.stdout and "epoch 3: loss" not in extended.stdout
+    assert (sandbox.persist / "runs/demo/checkpoints/epoch-005.pt").is_file()
+    assert _state(sandbox)["status"] == "finished"
 
     fresh = sandbox.cli(demo, "--fresh", "--set", "run.args[5]=1")
     assert fresh.returncode == 0, fresh.stderr
