@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,7 @@ def describe(plan: Plan, options: Options) -> list[str]:
     ]
     candidate = newest or newest_checkpoint(plan.mirror_dir, run.match)
     resume: list[str] = []
-    if candidate is not None and plan.resume_args is not None:
+    if candidate is not None and plan.resume_args is not None and not options.fresh:
         target = (
             plan.checkpoints / candidate.relative_to(plan.mirror_dir)
             if candidate.is_relative_to(plan.mirror_dir)
@@ -82,6 +83,11 @@ def describe(plan: Plan, options: Options) -> list[str]:
         f"  in         {plan.work_dir}",
         f"  restarts   {run.restarts}; stop_grace {format_duration(run.stop_grace)}"
         + (f"; time_limit {format_duration(run.time_limit)}" if run.time_limit else "")
+        + (
+            " (past it already: a run would stop at once)"
+            if plan.deadline is not None and time.time() >= plan.deadline
+            else ""
+        )
         + (f"; stop_after {format_duration(run.stop_after)}" if run.stop_after else ""),
         f"  logs       {plan.logs_dir}",
     ]

@@ -46,6 +46,15 @@ class Host:
     def drive_root(self) -> Path:
         return self.content_dir / "drive" / "MyDrive"
 
+    def on_unmounted_drive(self, path: Path) -> bool:
+        """Whether ``path`` is under Colab's Drive mount point while Drive is not mounted there:
+        reading it fails, and writing it fills a local folder that the next mount hides."""
+        return (
+            self.on_colab
+            and not self.drive_mounted
+            and path.is_relative_to(self.content_dir / "drive")
+        )
+
     @property
     def has_gpu(self) -> bool:
         return bool(self.gpu_names)

@@ -124,6 +124,17 @@ def resolve_plan(
     scratch_root, scratch_origin = _storage_root(
         "scratch", scratch, env, recipe.storage.scratch, host, smoke, base
     )
+    for kind, root, origin in (
+        ("persist", persist_root, persist_origin),
+        ("scratch", scratch_root, scratch_origin),
+    ):
+        if host.on_unmounted_drive(root):
+            raise HostError(
+                f"storage.{kind} is {root} ({origin}), on Google Drive, but Drive is not "
+                f"mounted at {host.content_dir / 'drive'}: the run's files would go to the "
+                "VM's disk and be lost with it",
+                hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first",
+            )
     if smoke:
         # A smoke run is a run of its own: off Colab both would share the same roots, and the
         # smoke run's checkpoints would resume the real run, or its end mark it finished.

@@ -8,6 +8,7 @@ re-running after a disconnect redoes only what a fresh VM lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -19,8 +20,9 @@ from pathlib import Path
 
 from bootstrap.data import stage_data
 from bootstrap.deps import install_requirements
+from bootstrap.durations import format_duration
 from bootstrap.errors import ExitCode, HostError, RepoError, UsageError
-from bootstrap.host import Host, detect_host
+from bootstrap.host import DRIVE_MOUNT_CELL, Host, detect_host
 from bootstrap.mirror import find_checkpoints, newest_checkpoint, restore_checkpoints
 from bootstrap.plan import Plan, resolve_plan
 from bootstrap.prepare_steps import run_prepare_step
@@ -57,6 +59,15 @@ class Options:
 def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Plan:
     """Load and validate the recipe, look at the host, resolve every path. No side effects."""
     env = dict(os.environ if environ is None else environ)
+    host = detect_host(env)
+    recipe_path = Path(options.recipe).absolute()
+    if host.on_unmounted_drive(recipe_path) and not recipe_path.exists():
+        # The README keeps recipes on Drive: "not found" would send the user to the path.
+        raise HostError(
+            f"the recipe {recipe_path} is on Google Drive, which is not mounted at "
+            f"{host.content_dir / 'drive'}",
+            hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first",
+        )
     recipe = load_recipe(
         options.recipe,
         profile=options.profile,
@@ -64,7 +75,6 @@ def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Pla
         overrides=options.sets,
         environ=env,
     )
-    host = detect_host(env)
     plan = resolve_plan(
         recipe,
         host,
@@ -108,6 +118,8 @@ def execute(
             last,
             f"this run already finished (see {plan.run_dir}); {AGAIN_HINT}",
         )
+    if plan.deadline is not None and time.time() >= plan.deadline:
+        return _past_time_limit(plan)  # before --fresh sets anything aside
     if state.status == FINISHED and options.extend:
         log.info("the run had finished; --extend: training on from its newest checkpoint")
     if options.fresh:
@@ -124,13 +136,36 @@ def execute(
     )
     with ui.step("train") as step:
         outcome = supervisor.run()
+        resumable = outcome.status in (STOPPED, INTERRUPTED, PAUSED)
+        if options.fresh and resumable:
+            # The same command would set this run's checkpoints aside again and start over.
+            message = outcome.message.replace("re-run the same command", "re-run without --fresh")
+            outcome = dataclasses.replace(outcome, message=message)
         if outcome.status == FAILED:
             step.failed(outcome.message)
-        elif outcome.status in (STOPPED, INTERRUPTED, PAUSED):
+        elif resumable:
             step.stopped(outcome.message)
         else:
             step.note(outcome.message)
     return outcome
+
+
+def _past_time_limit(plan: Plan) -> Outcome:
+    """run.time_limit counts from the VM's boot on Colab: a re-run on a VM past it can only stop
+    again at once, so say so instead of setting up and stopping."""
+    limit = plan.recipe.run.time_limit or 0
+    deadline = plan.deadline if plan.deadline is not None else time.time()
+    started = format_duration(max(0, round(time.time() - deadline + limit)))
+    return Outcome(
+        STOPPED,
+        ExitCode.TIME_LIMIT,
+        0,
+        None,
+        newest_checkpoint(plan.mirror_dir, plan.recipe.run.match),
+        f"this VM started {started} ago, past run.time_limit ({format_duration(limit)}), so "
+        "nothing was run: continue on a new runtime (Runtime > Disconnect and delete runtime), "
+        "or raise run.time_limit (e.g. --set run.time_limit=...)",
+    )
 
 
 def setup(

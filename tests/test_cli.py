@@ -83,6 +83,18 @@ def test_colab_without_drive_stops_before_any_work(sandbox: Sandbox, tmp_path: P
     assert _persist_is_empty(sandbox)
 
 
+def test_recipe_on_unmounted_drive_says_to_mount_it(sandbox: Sandbox, tmp_path: Path) -> None:
+    content = tmp_path / "content"
+    (content / "drive").mkdir(parents=True)  # the mount point, empty: Drive is not mounted
+    recipe = content / "drive" / "MyDrive" / "recipes" / "r.yaml"
+    env = {"BOOTSTRAP_COLAB": "1", "BOOTSTRAP_CONTENT_DIR": str(content)}
+    result = sandbox.cli(recipe, env=env)
+    assert result.returncode == 3, result.stderr
+    assert f"the recipe {recipe} is on Google Drive, which is not mounted" in result.stderr
+    assert "drive.mount('/content/drive')" in result.stderr
+    assert "not found" not in result.stderr
+
+
 def test_smoke_needs_neither_drive_nor_gpu(sandbox: Sandbox, tmp_path: Path) -> None:
     _repo(tmp_path)
     recipe = write_recipe(tmp_path / "r.yaml", GOOD + "gpu: required\n")

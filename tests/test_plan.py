@@ -104,3 +104,15 @@ def test_colab_without_drive_stops_with_the_cell_to_run(tmp_path: Path) -> None:
     assert resolve_plan(
         recipe, _colab(tmp_path, mounted=False), persist="/x", environ={}
     ).persist == Path("/x")
+
+    # ... but an explicit one on Drive does: it would fill the VM's disk under the mount point
+    on_drive = str(tmp_path / "content/drive/MyDrive/experiments")
+    with pytest.raises(HostError) as caught:
+        resolve_plan(recipe, _colab(tmp_path, mounted=False), persist=on_drive, environ={})
+    assert f"storage.persist is {on_drive} (--persist), on Google Drive, but Drive is not" in str(
+        caught.value
+    )
+    assert "drive.mount('/content/drive')" in str(caught.value.hint)
+    assert resolve_plan(
+        recipe, _colab(tmp_path, mounted=True), persist=on_drive, environ={}
+    ).persist == Path(on_drive)

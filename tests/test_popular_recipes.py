@@ -109,6 +109,7 @@ def test_nanogpt_resumes_only_when_ckpt_exists(sandbox: Sandbox, tmp_path: Path)
     out = sandbox.cli(*args).stdout
     assert out.rstrip().count("--init_from=resume") == 1
     assert "--log_interval=10 --init_from=resume" in out  # appended after the overrides
+    assert "--init_from=resume" not in sandbox.cli(*args, "--fresh").stdout  # sets it aside
 
 
 def test_pytorch_cifar_resume_matches_main_py(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -50,6 +50,12 @@ def test_time_limit_stops_with_exit_5(sandbox: Sandbox, tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
     state = json.loads((sandbox.persist / "runs/sup/state.json").read_text())
     assert state["status"] == "stopped at time limit"
+    assert "re-run the same command to continue" in result.stderr
+    # the same command with --fresh would set the run aside again: the advice drops it
+    fresh = sandbox.cli(recipe, "--fresh")
+    assert fresh.returncode == 5, fresh.stderr
+    assert "re-run without --fresh to continue" in fresh.stderr
+    assert "re-run the same command" not in fresh.stderr
 
 
 def test_time_limit_counts_from_vm_boot_on_colab(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -58,16 +64,20 @@ def test_time_limit_counts_from_vm_boot_on_colab(sandbox: Sandbox, tmp_path: Pat
     content = tmp_path / "content"
     (content / "drive" / "MyDrive").mkdir(parents=True)
     recipe = _recipe(tmp_path, FOREVER, ", time_limit: 30m")
-    result = sandbox.cli(
-        recipe,
-        env={
-            "BOOTSTRAP_COLAB": "1",
-            "BOOTSTRAP_CONTENT_DIR": str(content),
-            "BOOTSTRAP_BOOT_TIME": str(time.time() - 3600),
-        },
-    )
+    colab = {
+        "BOOTSTRAP_COLAB": "1",
+        "BOOTSTRAP_CONTENT_DIR": str(content),
+        "BOOTSTRAP_BOOT_TIME": str(time.time() - 3600),
+    }
+    result = sandbox.cli(recipe, env=colab)
     assert result.returncode == 5, result.stderr
     assert "started" not in result.stdout
+    # said as it is, before any setup: a re-run on this VM can only stop again
+    assert "past run.time_limit (30m00s), so nothing was run" in result.stderr
+    assert "this VM started 1h00m0" in result.stderr and "new runtime" in result.stderr
+    assert not any(sandbox.scratch.iterdir())  # nothing cloned
+    dry = sandbox.cli(recipe, "--dry-run", env=colab)
+    assert "time_limit 30m00s (past it already: a run would stop at once)" in dry.stdout
 
 
 def test_stop_grace_then_kill(sandbox: Sandbox, tmp_path: Path) -> None:
