@@ -259,15 +259,30 @@ def start_fresh(plan: Plan) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     archive = plan.run_dir / "previous" / stamp
     match = plan.recipe.run.match
+    kept: dict[Path, tuple[int, int]] = {}  # what the archive holds: relative path -> identity
     for root, label in ((plan.mirror_dir, "mirrored"), (plan.checkpoints, "scratch")):
         for path in find_checkpoints(root, match):
-            target = archive / label / path.relative_to(root)
+            relative = path.relative_to(root)
+            if kept.get(relative) == _identity(path):
+                # The mirror's copy (same size and mtime, which mirroring keeps) is archived
+                # already: a second copy would be a slow upload into the user's Drive quota.
+                path.unlink()
+                continue
+            target = archive / label / relative
             target.parent.mkdir(parents=True, exist_ok=True)
+            kept[relative] = _identity(path)
             shutil.move(str(path), target)
     if plan.state_file.exists():
         archive.mkdir(parents=True, exist_ok=True)
         shutil.move(str(plan.state_file), archive / "state.json")
     log.info("--fresh: earlier checkpoints and state moved to %s", archive)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """Size and whole-second mtime: what a mirrored copy shares with its original (Drive keeps
+    mtimes to the second)."""
+    info = path.stat()
+    return info.st_size, int(info.st_mtime)
 
 
 def _mirror_interval(env: Mapping[str, str]) -> float:

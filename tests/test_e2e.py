@@ -73,10 +73,16 @@ def test_demo_finishes_and_second_run_says_finished(sandbox: Sandbox, demo: Path
     assert (sandbox.persist / "runs/demo/checkpoints/epoch-005.pt").is_file()
     assert _state(sandbox)["status"] == "finished"
 
+    # one checkpoint on scratch that never reached the mirror (the VM went first, say)
+    unmirrored = sandbox.scratch / "checkpoints/demo/epoch-099.pt"
+    unmirrored.write_bytes(b"not mirrored yet")
     fresh = sandbox.cli(demo, "--fresh", "--set", "run.args[5]=1")
     assert fresh.returncode == 0, fresh.stderr
     assert "epoch 0: loss" in fresh.stdout
-    assert list((sandbox.persist / "runs/demo/previous").rglob("epoch-003.pt"))
+    previous = sandbox.persist / "runs/demo/previous"
+    # set aside once: scratch copies identical to mirrored ones are not uploaded again
+    assert [p.parent.name for p in previous.rglob("epoch-003.pt")] == ["mirrored"]
+    assert [p.read_bytes() for p in previous.rglob("scratch/epoch-099.pt")] == [b"not mirrored yet"]
 
 
 def test_sigkill_new_vm_restores_from_persist_and_resumes(sandbox: Sandbox, demo: Path) -> None:
