@@ -166,6 +166,7 @@ def copy_verified(
     expect: tuple[int, int] | None = None,
     hook: FaultHook | None = None,
     should_abort: Callable[[], bool] | None = None,
+    copied: Callable[[int], None] | None = None,
 ) -> os.stat_result:
     """Copy ``source`` over ``target`` atomically, keeping its modification time and mode.
 
@@ -174,6 +175,7 @@ def copy_verified(
     replaces ``target``. Raises SourceChanged (the source is not ``expect`` or changed),
     SourceError (reading the source failed), CopyAborted, or OSError for the target side,
     including OSError(EIO) when the written copy does not verify. Returns the source's stat.
+    ``copied`` is told the size of each chunk once it is written (for progress).
     """
     call = hook or (lambda op, path: None)
     call("open", target)
@@ -199,6 +201,8 @@ def copy_verified(
                         raise CopyAborted(str(source))
                     call("write", target)
                     writer.write(chunk)
+                    if copied is not None:
+                        copied(len(chunk))
                 writer.flush()
                 os.fsync(writer.fileno())
             _verify(source, before, tmp, target)

@@ -23,6 +23,7 @@ from bootstrap.ckptfiles import (
 )
 from bootstrap.errors import StepError
 from bootstrap.fsutil import atomic_write_json, read_json
+from bootstrap.progress import ProgressFactory, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,18 @@ log = logging.getLogger(__name__)
 _MTIME_SLACK_NS = 1_000_000_000
 
 
-def restore_checkpoints(persist_dir: Path, scratch_dir: Path, match: Match) -> list[Path]:
+def restore_checkpoints(
+    persist_dir: Path, scratch_dir: Path, match: Match, progress: ProgressFactory = no_progress
+) -> list[Path]:
     """Copy mirrored checkpoints back to scratch where scratch lacks them, holds a torn copy or
     an older version (a new VM). Keeps relative paths and modification times; each file is
-    replaced atomically. Returns the restored files (under ``scratch_dir``)."""
+    replaced atomically. ``progress`` gets one bar of the bytes to restore, advanced as they are
+    copied. Returns the restored files (under ``scratch_dir``)."""
     persist_dir, scratch_dir = Path(persist_dir), Path(scratch_dir)
     restored: list[Path] = []
     current: Path | None = None
     try:
+        todo: list[tuple[Path, Path, tuple[int, int]]] = []
         for current in find_checkpoints(persist_dir, match):
             target = scratch_dir / current.relative_to(persist_dir)
             key = stamp(current.stat())
@@ -46,12 +51,31 @@ def restore_checkpoints(persist_dir: Path, scratch_dir: Path, match: Match) -> l
             if not is_complete(current):
                 log.warning("not restoring %s: it looks incomplete", current)
                 continue
-            try:
-                copy_verified(current, target, expect=key)
-            except SourceChanged:
-                log.warning("not restoring %s: it changed while it was copied", current)
-                continue
-            restored.append(target)
+            todo.append((current, target, key))
+        if not todo:
+            return restored
+        total = sum(key[0] for _, _, key in todo)
+        bar = progress("restoring checkpoints", total=total, unit="B")
+        done = 0  # bytes copied, all files
+
+        def copied(size: int) -> None:
+            nonlocal done
+            done += size
+            bar.advance(size)
+
+        try:
+            for current, target, key in todo:
+                before = done  # bytes copied of the files before this one
+                try:
+                    copy_verified(current, target, expect=key, copied=copied)
+                except SourceChanged:
+                    log.warning("not restoring %s: it changed while it was copied", current)
+                    total -= key[0] - (done - before)  # the rest of it will not be copied
+                    bar.set_total(total)
+                    continue
+                restored.append(target)
+        finally:
+            bar.close()
     except (OSError, SourceError) as error:
         raise StepError(
             f"could not restore checkpoints from {current or persist_dir} to {scratch_dir}: "

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The Prepared whose checkpoint mirror runs, by run folder: re-running a notebook's prepare()
+# cell stops the earlier mirror of that run, so that one thread only mirrors each run folder.
+_mirrored: dict[Path, Prepared] = {}
+
 
 @dataclass
 class Prepared:
@@ -62,6 +66,9 @@ class Prepared:
         if self.mirror is not None:
             self.mirror.stop(timeout=300)
             self.mirror = None
+        key = _run_key(self.run_dir)
+        if _mirrored.get(key) is self:
+            del _mirrored[key]
 
 
 def _options(
@@ -107,9 +114,12 @@ def prepare(
     """Steps 1-6 of RECIPE.md in this process; ``{repo}`` goes first on ``sys.path``.
 
     ``overrides`` maps dotted keys to values, like ``--set``: ``{"run.restarts": 5}``.
+    Calling it again for the same run in this process (a re-run cell) first stops the mirror
+    the earlier call started, after its last pass, as ``Prepared.sync`` does.
     """
     options = _options(recipe, profile, smoke, overrides, persist, scratch)
     plan = _plan(options, mount_drive)
+    _stop_earlier_mirror(plan.run_dir)
     state = RunState.load(plan.state_file, plan.name)
     setup(plan, state, options, reporter or _default_reporter(), os.environ)
     repo = str(plan.work_dir)
@@ -135,8 +145,24 @@ def prepare(
         plan.checkpoints.mkdir(parents=True, exist_ok=True)
         prepared.mirror = CheckpointMirror(plan.checkpoints, plan.mirror_dir, plan.recipe.run.match)
         prepared.mirror.start()
+        _mirrored[_run_key(plan.run_dir)] = prepared
         atexit.register(prepared.sync)
     return prepared
+
+
+def _run_key(run_dir: Path) -> Path:
+    return Path(os.path.abspath(run_dir))
+
+
+def _stop_earlier_mirror(run_dir: Path) -> None:
+    """A prepare() of this run earlier in this process (a re-run cell) left its mirror
+    running: stop it after its last pass, before this one restores and starts its own."""
+    earlier = _mirrored.pop(_run_key(run_dir), None)
+    if earlier is None:
+        return
+    log.info("stopping the checkpoint mirror of an earlier prepare() of %s", run_dir)
+    earlier.sync()
+    atexit.unregister(earlier.sync)
 
 
 def run(

@@ -247,7 +247,9 @@ def setup(
             (step.skip if prepared.skipped else step.note)(prepared.reason)
 
     with ui.step("checkpoints") as step:
-        restored = restore_checkpoints(plan.mirror_dir, plan.checkpoints, recipe.run.match)
+        restored = restore_checkpoints(
+            plan.mirror_dir, plan.checkpoints, recipe.run.match, progress=ui.progress
+        )
         if restored:
             step.note(f"restored {len(restored)} file(s) from {plan.mirror_dir}")
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.ckptfiles import MANIFEST_NAME
+from bootstrap.ckptfiles import CHUNK_SIZE, MANIFEST_NAME
 from bootstrap.errors import StepError
 from bootstrap.mirror import (
     CheckpointMirror,
@@ -424,6 +424,51 @@ def test_restore_copies_back_paths_and_mtimes_and_keeps_newer_scratch(src: Path,
     assert not (src / MANIFEST_NAME).exists() and temps(src) == []
     assert restore_checkpoints(dst, src, ("**/*",)) == []
     assert restore_checkpoints(dst / "nothing here", src, ("**/*",)) == []
+
+
+class FakeProgress:
+    """A ProgressFactory that records what its bars were told."""
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[int | None, str]] = []  # (total, unit) of each bar
+        self.totals: list[int | None] = []  # set_total calls
+        self.advances: list[int] = []
+        self.closed = 0
+
+    def __call__(self, description: str, total: int | None = None, unit: str = "B") -> FakeProgress:
+        self.opened.append((total, unit))
+        return self
+
+    def advance(self, amount: int) -> None:
+        self.advances.append(amount)
+
+    def set_total(self, total: int | None) -> None:
+        self.totals.append(total)
+
+    def set_description(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_restore_reports_progress_in_bytes_as_they_are_copied(src: Path, dst: Path) -> None:
+    sizes = {"a.dat": 1, "b.dat": CHUNK_SIZE, "run 1/c.dat": 2 * CHUNK_SIZE + 5, "d.dat": 1000}
+    for rel, size in sizes.items():
+        put(dst / rel, b"w" * size, T0)
+    put(dst / "e.dat", b"on scratch already", T0)
+    put(src / "e.dat", b"on scratch already", T0)
+    progress = FakeProgress()
+    restored = restore_checkpoints(dst, src, ("**/*",), progress=progress)
+    assert sorted(restored) == sorted(src / rel for rel in sizes)
+    assert progress.opened == [(sum(sizes.values()), "B")] and progress.totals == []
+    assert sum(progress.advances) == sum(sizes.values())
+    # chunk by chunk: c.dat is two 4 MiB chunks and 5 bytes
+    assert max(progress.advances) <= CHUNK_SIZE and len(progress.advances) == 6
+    assert progress.closed == 1
+    again = FakeProgress()
+    assert restore_checkpoints(dst, src, ("**/*",), progress=again) == []
+    assert again.opened == []  # nothing to restore: no bar
 
 
 def test_restore_failure_is_a_step_error(src: Path, dst: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,38 @@ def test_prepare_twice_skips_what_is_done(kernel: Sandbox, demo: Path) -> None:
     before = staged.stat().st_mtime_ns
     bootstrap.prepare(demo, mirror=False)
     assert staged.stat().st_mtime_ns == before
+
+
+def mirror_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "checkpoint-mirror" and t.is_alive()}
+
+
+def test_prepare_again_stops_the_earlier_mirror_of_the_same_run(
+    kernel: Sandbox, demo: Path
+) -> None:
+    already = mirror_threads()  # a hung mirror another test left behind is not ours
+    first = bootstrap.prepare(demo)
+    first_thread = mirror_threads() - already
+    other = bootstrap.prepare(demo, overrides={"name": "other"})  # another run: its own mirror
+    try:
+        other_thread = mirror_threads() - already - first_thread
+        assert len(first_thread) == len(other_thread) == 1
+        second = bootstrap.prepare(demo)  # the re-run cell
+        try:
+            assert first.mirror is None  # stopped, after its last pass, as sync() does
+            assert not any(t.is_alive() for t in first_thread)
+            now = mirror_threads() - already
+            assert len(now) == 2 and other_thread < now and other.mirror is not None
+            import train
+
+            second.checkpointer().save(0, model=train.nn.Linear(4, 1))
+        finally:
+            second.sync()
+    finally:
+        first.sync()
+        other.sync()
+    assert (second.run_dir / "checkpoints" / "step-000000000.pt").is_file()
+    assert mirror_threads() - already == set()
 
 
 def test_run_trains_in_a_supervised_child(kernel: Sandbox, demo: Path) -> None:
