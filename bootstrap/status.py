@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ def describe_status(plan: Plan, now: float | None = None) -> list[str]:
             how = "running, or ended without a trace (VM gone)"
         else:
             how = f"exit {attempt.exit_code}"
+            if attempt.exit_code < 0:  # the attempt's log may show a traceback: say why
+                how += f" (ended by {_signal_name(-attempt.exit_code)})"
         resumed = (
             f", resumed from {Path(attempt.resumed_from).name}" if attempt.resumed_from else ""
         )
@@ -51,3 +54,10 @@ def describe_status(plan: Plan, now: float | None = None) -> list[str]:
 
 def _age(path: Path, now: float) -> str:
     return format_duration(max(0.0, now - path.stat().st_mtime))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -143,6 +143,7 @@ def test_sigint_stops_cleanly_and_rerun_continues(sandbox: Sandbox, demo: Path) 
     assert "re-run the same command to continue" in out
     assert "■ train" in out and "✓ train" not in out  # stopped, to be continued: not done
     assert _state(sandbox)["status"] == "interrupted"
+    assert "exit -2 (ended by SIGINT)" in sandbox.cli(demo, "--status").stdout
     assert list((sandbox.persist / "runs/demo/checkpoints").glob("epoch-001.pt"))
 
     again = sandbox.cli(demo, "--set", "run.args[5]=4")
