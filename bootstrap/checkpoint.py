@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
+import pickle
 import re
 import signal
 import threading
@@ -32,7 +34,14 @@ from typing import Any, BinaryIO, cast
 
 import torch
 
-from bootstrap.checkpoint_io import Staging, capture_rng, restore_rng, serialize
+from bootstrap.checkpoint_io import (
+    GeneratorState,
+    Staging,
+    capture_rng,
+    refuse_what_restore_cannot_load,
+    restore_rng,
+    serialize,
+)
 from bootstrap.diskwrite import checkpoint_file
 from bootstrap.fsutil import atomic_writer
 
@@ -50,7 +59,7 @@ def generation_path(folder: Path, step: int) -> Path:
 def list_generations(folder: Path) -> list[tuple[int, Path]]:
     """Committed generations in ``folder``, newest first."""
     found = []
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
             if (match := _NAME.match(entry.name)) and entry.is_file():
                 found.append((int(match.group(1)), Path(entry.path)))
@@ -82,8 +91,8 @@ class Checkpointer:
         deadline: float | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+            raise ValueError(f"keep must be an int of at least 1, got {keep!r}")
         self.folder = Path(folder)
         self.keep = keep
         self.async_save = async_save
@@ -96,6 +105,8 @@ class Checkpointer:
         self._swept = False
         self._lock = threading.Lock()
         self._staging = Staging()
+        self._previous_handlers: dict[int, Any] = {}
+        self._highest: int | None = None  # step of the newest generation in the folder
 
     @classmethod
     def from_env(cls, keep: int = 3, **kwargs: Any) -> Checkpointer:
@@ -124,6 +135,7 @@ class Checkpointer:
         if self._handlers_installed or threading.current_thread() is not threading.main_thread():
             return
         self._handlers_installed = True
+        self._previous_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum: int, frame: object) -> None:
             if self._stop_signal is not None:
@@ -136,6 +148,16 @@ class Checkpointer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, handler)
 
+    def _uninstall_signal_handlers(self) -> None:
+        """Give Ctrl-C back to the code after the training (an evaluation, the next cell)."""
+        on_main = threading.current_thread() is threading.main_thread()
+        if not (self._handlers_installed and on_main):
+            return
+        for sig, previous in self._previous_handlers.items():
+            if previous is not None:  # None: set from C, which Python cannot put back
+                signal.signal(sig, previous)
+        self._handlers_installed = False
+
     # -- saving ----------------------------------------------------------------------------
 
     def save(self, step: int, *, blocking: bool | None = None, **objects: Any) -> Path | None:
@@ -147,14 +169,14 @@ class Checkpointer:
         the next async save, which then only copies into them (``close`` frees them).
         """
         self._raise_pending()
+        step = _checked_step(step)
         if not _is_writer():
             return None
-        payload = {
-            "format": FORMAT,
-            "step": int(step),
-            "objects": {name: _state_of(name, obj) for name, obj in objects.items()},
-            "rng": capture_rng(),
-        }
+        states = {name: _stateful(name, obj).state_dict() for name, obj in objects.items()}
+        for name, state in states.items():
+            refuse_what_restore_cannot_load(state, name)
+        payload = {"format": FORMAT, "step": step, "objects": states, "rng": capture_rng()}
+        self._warn_if_below_newest(step)
         path = generation_path(self.folder, step)
         background = self.async_save if blocking is None else not blocking
         if not background:
@@ -181,11 +203,13 @@ class Checkpointer:
         self._raise_pending()
 
     def close(self) -> None:
-        """Wait for a background write and free the CPU buffers kept for async saves."""
+        """Wait for a background write, free the CPU buffers kept for async saves, and put back
+        the SIGINT/SIGTERM handlers that ``should_stop`` replaced."""
         try:
             self.wait()
         finally:
             self._staging.release()
+            self._uninstall_signal_handlers()
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -197,6 +221,9 @@ class Checkpointer:
         try:
             self._write(payload, path, staged=True)  # its tensors are Staging's buffers
         except BaseException as exc:  # surfaced on the caller's thread
+            # Also logged now: a script that never calls save, wait or close again (it ends, or
+            # crashes) would otherwise lose the error with the checkpoint.
+            log.error("background checkpoint write of %s failed: %s", path.name, exc)
             with self._lock:
                 self._error = exc
 
@@ -230,6 +257,23 @@ class Checkpointer:
                 stale.unlink()
                 log.info("removed %s, left by an interrupted save", stale.name)
 
+    def _warn_if_below_newest(self, step: int) -> None:
+        """A step below a generation already in the folder (a counter that restarted, or two
+        runs sharing a folder) is one restore would pass over and pruning would delete."""
+        if self._highest is None:
+            generations = list_generations(self.folder)
+            self._highest = generations[0][0] if generations else -1
+        if step < self._highest:
+            log.warning(
+                "saving step %d into %s, which holds step %d: restore() resumes from the "
+                "highest step, so it would pass this one over. Count on from what restore() "
+                "returns, or give this run a folder of its own",
+                step,
+                self.folder,
+                self._highest,
+            )
+        self._highest = max(self._highest, step)
+
     def _prune(self, keep_path: Path) -> None:
         for _, old in list_generations(self.folder)[self.keep :]:
             if old != keep_path:
@@ -257,7 +301,7 @@ class Checkpointer:
                 f"(it has: {', '.join(state['objects']) or 'nothing'})"
             )
         for name, obj in objects.items():
-            obj.load_state_dict(state["objects"][name])
+            _stateful(name, obj).load_state_dict(state["objects"][name])
         restore_rng(state.get("rng", {}))
         log.info("restored step %d from %s", step, path)
         return step + 1
@@ -269,6 +313,18 @@ class Checkpointer:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(state, dict) or state.get("format") != FORMAT:
                     raise ValueError("not a colab-bootstrap checkpoint")
+            except pickle.UnpicklingError as exc:
+                if "Unsupported global" not in str(exc):
+                    log.warning("skipping unreadable checkpoint %s (%s)", path, exc)
+                    continue
+                # Whole, but holding a type torch will not load with weights_only: the older
+                # generations hold it too, and skipping them all would restart from step 0.
+                raise RuntimeError(
+                    f"checkpoint {path} holds a type that torch.load(weights_only=True) refuses "
+                    f"({_refused_global(exc)}). Allow it before restore() with "
+                    "torch.serialization.add_safe_globals([...]) if you trust the file, and "
+                    "save plain values (float(x), x.tolist(), tensors) from now on"
+                ) from exc
             except Exception as exc:  # a torn file raises many kinds of errors
                 log.warning(
                     "skipping unreadable checkpoint %s (%s); trying the previous one", path, exc
@@ -278,8 +334,30 @@ class Checkpointer:
         return None
 
 
-def _state_of(name: str, obj: Any) -> Any:
-    state_dict = getattr(obj, "state_dict", None)
-    if state_dict is None:
-        raise TypeError(f"cannot checkpoint {name}={obj!r}: it has no state_dict() method")
-    return state_dict()
+def _stateful(name: str, obj: Any) -> Any:
+    """``obj``, or a wrapper with ``state_dict``/``load_state_dict`` for a torch.Generator."""
+    if isinstance(obj, torch.Generator):
+        return GeneratorState(obj)
+    if callable(getattr(obj, "state_dict", None)):
+        return obj
+    raise TypeError(
+        f"cannot checkpoint {name}: a {type(obj).__name__} has no state_dict() method. "
+        "Checkpointer takes modules, optimizers, schedulers, scalers, torch.Generators and "
+        "any object with state_dict()/load_state_dict(); keep plain values (a step, a best "
+        "loss) in such an object"
+    )
+
+
+def _checked_step(step: Any) -> int:
+    try:
+        value = operator.index(step)  # an int, a NumPy int or a 0-d integer tensor; not 3.0
+    except TypeError:
+        raise TypeError(f"save(step=...) must be an int, got {step!r}") from None
+    if value < 0:
+        raise ValueError(f"save(step=...) must be 0 or more, got {value}")
+    return value
+
+
+def _refused_global(exc: BaseException) -> str:
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return found.group(1) if found else str(exc).splitlines()[0]

@@ -93,6 +93,58 @@ def _python_rng_from_list(state: list[Any]) -> tuple[Any, ...]:
     return (version, tuple(internal), gauss)
 
 
+class GeneratorState:
+    """Saves a ``torch.Generator`` (e.g. the one a DataLoader shuffles with) like a module."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["state"])
+
+
+def refuse_what_restore_cannot_load(value: Any, where: str) -> None:
+    """Raise TypeError, naming the place, for NumPy values in a state to be saved.
+
+    ``restore`` loads with ``torch.load(weights_only=True)``, which refuses NumPy scalars and
+    arrays (the usual way a ``float(loss)`` that was not called ends up in a state): finding out
+    at the first save beats a checkpoint that no resume can load. Other types torch refuses are
+    reported by ``restore``, which names them.
+    """
+    if isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            refuse_what_restore_cannot_load(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        if all(type(item) in _PLAIN for item in value):
+            return  # e.g. Python's RNG state: 625 ints
+        for index, item in enumerate(value):
+            refuse_what_restore_cannot_load(item, f"{where}[{index}]")
+    elif type(value).__module__.partition(".")[0] == "numpy" and not _numpy_allowed():
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        raise TypeError(
+            f"cannot checkpoint {where}: it is a {kind}, which torch.load(weights_only=True) "
+            "(what restore uses) refuses; store a plain value instead: float(x), int(x), "
+            "x.tolist() or torch.from_numpy(x)"
+        )
+
+
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+
+
+def _numpy_allowed() -> bool:
+    """Whether the user allowlisted NumPy for weights-only loads (add_safe_globals)."""
+    safe: list[Any] = getattr(torch.serialization, "get_safe_globals", list)()
+    return any(
+        getattr(g[0] if isinstance(g, tuple) else g, "__module__", "").startswith("numpy")
+        for g in safe
+    )
+
+
 # -- serialising: torch.save's file, without the zip CRC32s ----------------------------------
 
 

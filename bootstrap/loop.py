@@ -31,28 +31,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class GeneratorState:
-    """Saves a ``torch.Generator`` (e.g. the one a DataLoader shuffles with) like a module."""
-
-    def __init__(self, generator: torch.Generator):
-        self.generator = generator
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"state": self.generator.get_state()}
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["state"])
-
-
 def split_objects(objects: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(what is checkpointed, by name; the names passed through unsaved)."""
     saved: dict[str, Any] = {}
     passed: list[str] = []
     for name, obj in objects.items():
-        if isinstance(obj, torch.Generator):
-            saved[name] = GeneratorState(obj)
-        elif callable(getattr(obj, "state_dict", None)) and callable(
-            getattr(obj, "load_state_dict", None)
+        if isinstance(obj, torch.Generator) or (  # the Checkpointer saves generators too
+            callable(getattr(obj, "state_dict", None))
+            and callable(getattr(obj, "load_state_dict", None))
         ):
             saved[name] = obj
         else:

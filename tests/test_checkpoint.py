@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
+import signal
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -343,3 +345,110 @@ def test_temp_files_of_a_killed_save_are_swept_at_the_next_save(tmp_path: Path) 
     Checkpointer(tmp_path).save(5, model=model)
     assert not stale.exists()
     assert [s for s, _ in list_generations(tmp_path)] == [5]
+
+
+class _Stats:
+    """User state with a NumPy scalar in it: a float(loss) that was never called."""
+
+    def __init__(self, best: Any):
+        self.best = best
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "history": [1.0, 2.0]}
+
+
+def test_numpy_values_are_refused_at_save_naming_where(tmp_path: Path) -> None:
+    ckpt = Checkpointer(tmp_path)
+    for blocking in (True, False):
+        with pytest.raises(TypeError) as caught:
+            ckpt.save(1, stats=_Stats(np.float64(0.5)), blocking=blocking)
+        message = str(caught.value)
+        assert message.startswith("cannot checkpoint stats['best']: it is a numpy.float64")
+        assert "float(x)" in message
+    ckpt.close()
+    assert list_generations(tmp_path) == []  # nothing written that restore could not load
+
+
+def test_a_checkpoint_restore_cannot_load_is_an_error_not_a_restart(tmp_path: Path) -> None:
+    # made outside Checkpointer (an older version, or torch.save by hand): both generations
+    # hold the type, so skipping them as torn would restart the training from step 0
+    for step in (4, 5):
+        payload = {"format": "colab-bootstrap/1", "step": step, "rng": {}}
+        payload["objects"] = {"stats": {"best": np.float64(0.5)}}
+        torch.save(payload, tmp_path / f"step-{step:09d}.pt")
+    with pytest.raises(RuntimeError) as caught:
+        Checkpointer(tmp_path).restore(stats=_Stats(0.0))
+    message = str(caught.value)
+    assert "step-000000005.pt holds a type that torch.load(weights_only=True) refuses" in message
+    assert "(numpy._core.multiarray.scalar)" in message and "add_safe_globals" in message
+
+
+def test_steps_must_be_whole_and_not_negative(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    ckpt = Checkpointer(tmp_path)
+    with pytest.raises(TypeError, match=r"save\(step=...\) must be an int, got 3.0"):
+        ckpt.save(3.0, model=model)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"must be 0 or more, got -1"):
+        ckpt.save(-1, model=model)
+    ckpt.save(np.int64(2), model=model)  # type: ignore[arg-type]
+    assert [s for s, _ in list_generations(tmp_path)] == [2]
+    with pytest.raises(ValueError, match="keep must be an int of at least 1, got '3'"):
+        Checkpointer(tmp_path, keep="3")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot checkpoint best: a float has no state_dict"):
+        ckpt.save(3, best=0.25)
+
+
+def test_a_step_below_one_in_the_folder_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, _ = _model_and_optimizer()
+    Checkpointer(tmp_path).save(200, model=model)
+    ckpt = Checkpointer(tmp_path)  # a second run in the same folder, counting from 0
+    with caplog.at_level(logging.WARNING, logger="bootstrap.checkpoint"):
+        ckpt.save(0, model=model)
+        ckpt.save(1, model=model)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"saving step 0 into {tmp_path}, which holds step 200")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bootstrap.checkpoint"):
+        ckpt.save(201, model=model)
+    assert not caplog.records
+
+
+def test_a_dataloader_generator_is_saved_and_restored(tmp_path: Path) -> None:
+    data = torch.arange(20)
+    generator = torch.Generator().manual_seed(7)
+    loader = torch.utils.data.DataLoader(data, batch_size=5, shuffle=True, generator=generator)
+    list(loader)  # epoch 0
+    Checkpointer(tmp_path).save(0, loader_rng=generator)
+    epoch1 = [b.tolist() for b in loader]
+    fresh = torch.Generator().manual_seed(7)  # a new process builds it from the same seed
+    again = torch.utils.data.DataLoader(data, batch_size=5, shuffle=True, generator=fresh)
+    assert Checkpointer(tmp_path).restore(loader_rng=fresh) == 1
+    assert [b.tolist() for b in again] == epoch1  # epoch 1's order, not epoch 0's
+
+
+def test_close_gives_back_the_signal_handlers(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with Checkpointer(tmp_path) as ckpt:
+        assert not ckpt.should_stop  # installs its handlers
+        assert signal.getsignal(signal.SIGINT) is not before
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_a_failed_background_write_is_logged_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    model, _ = _model_and_optimizer()
+    ckpt = Checkpointer(blocker, async_save=True)
+    with caplog.at_level(logging.ERROR, logger="bootstrap.checkpoint"):
+        ckpt.save(1, model=model)
+        assert ckpt._writer is not None
+        ckpt._writer.join()  # a script that ends here never calls wait() or close()
+    assert "background checkpoint write of step-000000001.pt failed" in caplog.text
+    with pytest.raises(RuntimeError):
+        ckpt.close()
