@@ -313,19 +313,17 @@ class Checkpointer:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(state, dict) or state.get("format") != FORMAT:
                     raise ValueError("not a colab-bootstrap checkpoint")
-            except pickle.UnpicklingError as exc:
-                if "Unsupported global" not in str(exc):
-                    log.warning("skipping unreadable checkpoint %s (%s)", path, exc)
-                    continue
-                # Whole, but holding a type torch will not load with weights_only: the older
-                # generations hold it too, and skipping them all would restart from step 0.
-                raise RuntimeError(
-                    f"checkpoint {path} holds a type that torch.load(weights_only=True) refuses "
-                    f"({_refused_global(exc)}). Allow it before restore() with "
-                    "torch.serialization.add_safe_globals([...]) if you trust the file, and "
-                    "save plain values (float(x), x.tolist(), tensors) from now on"
-                ) from exc
             except Exception as exc:  # a torn file raises many kinds of errors
+                if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
+                    # Whole, but holding a type torch will not load with weights_only: the
+                    # older generations hold it too, and skipping them all would restart the
+                    # training from step 0.
+                    raise RuntimeError(
+                        f"checkpoint {path} holds a type that torch.load(weights_only=True) "
+                        f"refuses ({_refused_global(exc)}). Allow it before restore() with "
+                        "torch.serialization.add_safe_globals([...]) if you trust the file, "
+                        "and save plain values (float(x), x.tolist(), tensors) from now on"
+                    ) from exc
                 log.warning(
                     "skipping unreadable checkpoint %s (%s); trying the previous one", path, exc
                 )

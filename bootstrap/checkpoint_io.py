@@ -121,7 +121,7 @@ def refuse_what_restore_cannot_load(value: Any, where: str) -> None:
             refuse_what_restore_cannot_load(item, f"{where}[{key!r}]")
     elif isinstance(value, (list, tuple)):
         if all(type(item) in _PLAIN for item in value):
-            return  # e.g. Python's RNG state: 625 ints
+            return  # e.g. an optimizer's param_groups "params": one int per parameter
         for index, item in enumerate(value):
             refuse_what_restore_cannot_load(item, f"{where}[{index}]")
     elif type(value).__module__.partition(".")[0] == "numpy" and not _numpy_allowed():

@@ -46,10 +46,9 @@ def describe(plan: Plan, options: Options) -> list[str]:
         f"keep: {', '.join(recipe.install.keep) or 'nothing'} (skipped when unchanged)",
     ]
     for item in plan.data:
-        local = not item.source.startswith(("http://", "https://"))
         status = (
             "MISSING: a run would stop here"
-            if local and not Path(item.source).exists()
+            if not item.is_url and not Path(item.source).exists()
             else "skipped when already staged"
         )
         lines.append(f"data[{item.index}]      {item.source} -> {item.dest} ({status})")
@@ -85,7 +84,7 @@ def describe(plan: Plan, options: Options) -> list[str]:
         + (f"; time_limit {format_duration(run.time_limit)}" if run.time_limit else "")
         + (
             " (past it already: a run would stop at once)"
-            if plan.deadline is not None and time.time() >= plan.deadline
+            if plan.past_deadline(time.time())
             else ""
         )
         + (f"; stop_after {format_duration(run.stop_after)}" if run.stop_after else ""),

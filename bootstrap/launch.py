@@ -76,11 +76,16 @@ def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
 def describe_exit(code: int) -> str:
     """A child's exit status as a sentence ends: "exited with code 1", "was killed by SIGKILL"."""
     if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
+        return f"was killed by {signal_name(-code)}"
     return f"exited with code {code}"
+
+
+def signal_name(number: int) -> str:
+    """The signal's name ("SIGINT"), or "signal 99" for a number that has none."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child

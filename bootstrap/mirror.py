@@ -19,14 +19,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bootstrap.ckptfiles import FaultHook, Match, find_checkpoints, is_complete, newest_checkpoint
-from bootstrap.mirror_restore import mirror_status, restore_checkpoints
+from bootstrap.mirror_restore import (
+    holds_version,
+    load_manifest,
+    mirror_status,
+    restore_checkpoints,
+)
 from bootstrap.mirror_sync import MirrorSync, SyncReport
 
 __all__ = [
     "CheckpointMirror",
     "SyncReport",
     "find_checkpoints",
+    "holds_version",
     "is_complete",
+    "load_manifest",
     "mirror_status",
     "newest_checkpoint",
     "restore_checkpoints",

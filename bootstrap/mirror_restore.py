@@ -98,6 +98,21 @@ def _needs_restore(key: tuple[int, int], target: Path) -> bool:
 # -- the manifest: what the mirror holds -------------------------------------------------------
 
 
+def holds_version(dst: Path, rel: Path, key: tuple[int, int], manifest: dict[str, Any]) -> bool:
+    """Whether ``dst / rel`` is the version of a scratch file whose stamp is ``key``: the same
+    size, and its mtime or the manifest's record of the source (a copy on Drive may not keep
+    the mtime exactly)."""
+    try:
+        st = os.stat(dst / rel)
+    except FileNotFoundError:
+        return False
+    if st.st_size != key[0]:
+        return False
+    if st.st_mtime_ns == key[1]:
+        return True
+    return manifest.get(rel.as_posix()) == {"size": key[0], "mtime_ns": key[1]}
+
+
 def load_manifest(folder: Path) -> dict[str, Any]:
     """The manifest's files ({relative posix path: {"size", "mtime_ns"}}); {} when it is
     missing or damaged. Other OSErrors propagate: persist is failing."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from bootstrap.ckptfiles import (
     remove_stale_temps,
     stamp,
 )
-from bootstrap.mirror_restore import load_manifest, write_manifest
+from bootstrap.mirror_restore import holds_version, load_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +205,7 @@ class MirrorSync:
     def _on_persist(self, rel: Path, key: _Stamp) -> bool:
         """Whether persist already holds this version (from an earlier session or a restore)."""
         self._op("stat", self.dst / rel)
-        try:
-            st = os.stat(self.dst / rel)
-        except FileNotFoundError:
-            return False
-        if st.st_size != key[0]:
-            return False
-        if st.st_mtime_ns == key[1]:
-            return True
-        return self._manifest.get(rel.as_posix()) == {"size": key[0], "mtime_ns": key[1]}
+        return holds_version(self.dst, rel, key, self._manifest)
 
     def _record(self, rel: Path, key: _Stamp) -> None:
         self._mirrored[rel] = key

@@ -30,6 +30,10 @@ class DataStep:
     dest: Path
     sha256: str | None
 
+    @property
+    def is_url(self) -> bool:
+        return _is_url(self.source)
+
 
 @dataclass(frozen=True)
 class PrepareStep:
@@ -91,6 +95,10 @@ class Plan:
         """run.resume with {checkpoint} replaced by the newest matching file."""
         values = {**self.values, "checkpoint": str(checkpoint)}
         return [expand(a, values, {}) for a in (self.resume_args or ())]
+
+    def past_deadline(self, now: float) -> bool:
+        """Whether run.time_limit has passed at ``now`` (epoch seconds)."""
+        return self.deadline is not None and now >= self.deadline
 
 
 SMOKE_DIR = "smoke"  # under each storage root: where --smoke runs keep everything
@@ -274,6 +282,8 @@ def _path(text: str, base: Path) -> Path:
 
 
 def _source(text: str, base: Path) -> str:
-    if text.startswith(("http://", "https://")):
-        return text
-    return str(_path(text, base))
+    return text if _is_url(text) else str(_path(text, base))
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))

@@ -8,7 +8,6 @@ re-running after a disconnect redoes only what a fresh VM lost.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -18,19 +17,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootstrap.ckptfiles import stamp
 from bootstrap.data import stage_data
 from bootstrap.deps import install_requirements
 from bootstrap.durations import format_duration
 from bootstrap.errors import ExitCode, HostError, RepoError, UsageError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host, detect_host
-from bootstrap.mirror import find_checkpoints, newest_checkpoint, restore_checkpoints
+from bootstrap.mirror import (
+    find_checkpoints,
+    holds_version,
+    load_manifest,
+    newest_checkpoint,
+    restore_checkpoints,
+)
 from bootstrap.plan import Plan, resolve_plan
 from bootstrap.prepare_steps import run_prepare_step
 from bootstrap.recipe import load_recipe
 from bootstrap.repo import describe_url, sync_repo
 from bootstrap.report import Reporter, SilentReporter
 from bootstrap.runstate import FAILED, FINISHED, INTERRUPTED, PAUSED, STOPPED, RunState
-from bootstrap.supervise import Outcome, Supervisor
+from bootstrap.supervise import RERUN, Outcome, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +124,8 @@ def execute(
             last,
             f"this run already finished (see {plan.run_dir}); {AGAIN_HINT}",
         )
-    if plan.deadline is not None and time.time() >= plan.deadline:
-        return _past_time_limit(plan)  # before --fresh sets anything aside
+    if plan.deadline is not None and plan.past_deadline(time.time()):
+        return _past_time_limit(plan, plan.deadline)  # before --fresh sets anything aside
     if state.status == FINISHED and options.extend:
         log.info("the run had finished; --extend: training on from its newest checkpoint")
     if options.fresh:
@@ -133,28 +139,24 @@ def execute(
         python=options.python,
         environ=env,
         mirror_interval=_mirror_interval(env),
+        # The same command with --fresh would set this run's checkpoints aside and start over.
+        rerun="re-run without --fresh" if options.fresh else RERUN,
     )
     with ui.step("train") as step:
         outcome = supervisor.run()
-        resumable = outcome.status in (STOPPED, INTERRUPTED, PAUSED)
-        if options.fresh and resumable:
-            # The same command would set this run's checkpoints aside again and start over.
-            message = outcome.message.replace("re-run the same command", "re-run without --fresh")
-            outcome = dataclasses.replace(outcome, message=message)
         if outcome.status == FAILED:
             step.failed(outcome.message)
-        elif resumable:
+        elif outcome.status in (STOPPED, INTERRUPTED, PAUSED):
             step.stopped(outcome.message)
         else:
             step.note(outcome.message)
     return outcome
 
 
-def _past_time_limit(plan: Plan) -> Outcome:
+def _past_time_limit(plan: Plan, deadline: float) -> Outcome:
     """run.time_limit counts from the VM's boot on Colab: a re-run on a VM past it can only stop
     again at once, so say so instead of setting up and stopping."""
     limit = plan.recipe.run.time_limit or 0
-    deadline = plan.deadline if plan.deadline is not None else time.time()
     started = format_duration(max(0, round(time.time() - deadline + limit)))
     return Outcome(
         STOPPED,
@@ -257,34 +259,30 @@ def setup(
 
 
 def start_fresh(plan: Plan) -> None:
-    """--fresh: set earlier checkpoints aside (never delete them) and forget the run state."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    archive = plan.run_dir / "previous" / stamp
+    """--fresh: set earlier checkpoints aside (one copy of each is kept) and forget the run
+    state."""
+    archive = plan.run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
     match = plan.recipe.run.match
-    kept: dict[Path, tuple[int, int]] = {}  # what the archive holds: relative path -> identity
-    for root, label in ((plan.mirror_dir, "mirrored"), (plan.checkpoints, "scratch")):
-        for path in find_checkpoints(root, match):
-            relative = path.relative_to(root)
-            if kept.get(relative) == _identity(path):
-                # The mirror's copy (same size and mtime, which mirroring keeps) is archived
-                # already: a second copy would be a slow upload into the user's Drive quota.
-                path.unlink()
-                continue
-            target = archive / label / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            kept[relative] = _identity(path)
-            shutil.move(str(path), target)
+    manifest = load_manifest(plan.mirror_dir)
+    # Scratch first, while the mirror is in place to compare with: a file the mirror holds is
+    # archived from there, and a second copy would be a slow upload into the Drive quota.
+    for path in find_checkpoints(plan.checkpoints, match):
+        relative = path.relative_to(plan.checkpoints)
+        if holds_version(plan.mirror_dir, relative, stamp(path.stat()), manifest):
+            path.unlink()
+        else:
+            _move(path, archive / "scratch" / relative)
+    for path in find_checkpoints(plan.mirror_dir, match):
+        _move(path, archive / "mirrored" / path.relative_to(plan.mirror_dir))
     if plan.state_file.exists():
         archive.mkdir(parents=True, exist_ok=True)
         shutil.move(str(plan.state_file), archive / "state.json")
     log.info("--fresh: earlier checkpoints and state moved to %s", archive)
 
 
-def _identity(path: Path) -> tuple[int, int]:
-    """Size and whole-second mtime: what a mirrored copy shares with its original (Drive keeps
-    mtimes to the second)."""
-    info = path.stat()
-    return info.st_size, int(info.st_mtime)
+def _move(path: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), target)
 
 
 def _mirror_interval(env: Mapping[str, str]) -> float:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from datetime import datetime
 from pathlib import Path
 
 from bootstrap.durations import format_duration
+from bootstrap.launch import signal_name
 from bootstrap.mirror import newest_checkpoint
 from bootstrap.plan import Plan
 from bootstrap.runstate import RunState
@@ -28,7 +28,7 @@ def describe_status(plan: Plan, now: float | None = None) -> list[str]:
         else:
             how = f"exit {attempt.exit_code}"
             if attempt.exit_code < 0:  # the attempt's log may show a traceback: say why
-                how += f" (ended by {_signal_name(-attempt.exit_code)})"
+                how += f" (ended by {signal_name(-attempt.exit_code)})"
         resumed = (
             f", resumed from {Path(attempt.resumed_from).name}" if attempt.resumed_from else ""
         )
@@ -54,10 +54,3 @@ def describe_status(plan: Plan, now: float | None = None) -> list[str]:
 
 def _age(path: Path, now: float) -> str:
     return format_duration(max(0.0, now - path.stat().st_mtime))
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

@@ -70,6 +70,9 @@ class EntryPointMissing(BootstrapError):
     exit_code = ExitCode.USAGE
 
 
+RERUN = "re-run the same command"  # how a stopped run's message says to continue it
+
+
 class Supervisor:
     def __init__(
         self,
@@ -81,8 +84,10 @@ class Supervisor:
         environ: dict[str, str] | None = None,
         mirror_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
+        rerun: str = RERUN,
     ):
         self.plan = plan
+        self.rerun = rerun
         self.state = state
         self.output = output
         self.python = python
@@ -292,7 +297,7 @@ class Supervisor:
         return FORCED_MIRROR_SECONDS if self._force.is_set() else FINAL_MIRROR_SECONDS
 
     def _deadline_passed(self) -> bool:
-        return self.plan.deadline is not None and self.clock() >= self.plan.deadline
+        return self.plan.past_deadline(self.clock())
 
     def _limit_reached(self) -> str | None:
         """STOPPED at the time limit, PAUSED at the end of run.stop_after, else None."""
@@ -329,16 +334,16 @@ class Supervisor:
             FINISHED: (ExitCode.FINISHED, "the training finished"),
             STOPPED: (
                 ExitCode.TIME_LIMIT,
-                "stopped at the time limit; re-run the same command to continue",
+                f"stopped at the time limit; {self.rerun} to continue",
             ),
             PAUSED: (
                 ExitCode.FINISHED,
                 f"stopped after {format_duration(self.plan.recipe.run.stop_after or 0)} as "
-                "run.stop_after asks; re-run the same command to continue",
+                f"run.stop_after asks; {self.rerun} to continue",
             ),
             INTERRUPTED: (
                 ExitCode.INTERRUPTED,
-                "interrupted; re-run the same command to continue",
+                f"interrupted; {self.rerun} to continue",
             ),
             FAILED: (ExitCode.TRAINING_FAILED, f"the training failed: {reason}"),
         }[status]
