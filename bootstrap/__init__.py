@@ -12,22 +12,23 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Options": "bootstrap.runner",
-    "run_recipe": "bootstrap.runner",
-    "load_recipe": "bootstrap.recipe",
+    "Options": "bootstrap.options",
+    "run_recipe": "bootstrap.runner.pipeline",
+    "load_recipe": "bootstrap.recipe.load",
     "BootstrapError": "bootstrap.errors",
     "ExitCode": "bootstrap.errors",
-    "Checkpointer": "bootstrap.checkpoint",
+    "Checkpointer": "bootstrap.training.checkpoint",
     "prepare": "bootstrap.notebook",
     "run": "bootstrap.notebook",
 }
 
 if TYPE_CHECKING:
-    from bootstrap.checkpoint import Checkpointer
     from bootstrap.errors import BootstrapError, ExitCode
     from bootstrap.notebook import prepare, run
-    from bootstrap.recipe import load_recipe
-    from bootstrap.runner import Options, run_recipe
+    from bootstrap.options import Options
+    from bootstrap.recipe.load import load_recipe
+    from bootstrap.runner.pipeline import run_recipe
+    from bootstrap.training.checkpoint import Checkpointer
 
 
 def __getattr__(name: str) -> Any:

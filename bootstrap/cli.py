@@ -19,7 +19,7 @@ from bootstrap.errors import BootstrapError, ExitCode
 
 if TYPE_CHECKING:  # imported lazily below so that --help starts fast
     from bootstrap.plan import Plan
-    from bootstrap.supervise import Outcome
+    from bootstrap.runner.supervise import Outcome
     from bootstrap.ui import ConsoleReporter
 
 log = logging.getLogger("bootstrap")
@@ -113,7 +113,8 @@ def _add_debug_log(run_dir: Path) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from bootstrap.runner import Options, describe_plan, execute, make_plan
+    from bootstrap.options import Options
+    from bootstrap.runner.pipeline import execute, make_plan
     from bootstrap.ui import ConsoleReporter
 
     reporter = ConsoleReporter(quiet=args.quiet)
@@ -132,11 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = make_plan(options)
         if args.status:
-            from bootstrap.status import describe_status
+            from bootstrap.runner.status import describe_status
 
             sys.stdout.write("\n".join(describe_status(plan)) + "\n")
             return ExitCode.FINISHED
         if args.dry_run:
+            from bootstrap.runner.dryrun import describe_plan
+
             sys.stdout.write("\n".join(describe_plan(plan, options)) + "\n")
             return ExitCode.FINISHED
         debug_log = _add_debug_log(plan.run_dir)

@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from bootstrap.errors import HostError
-from bootstrap.runner import Options, execute, make_plan, setup
-from bootstrap.runstate import RunState
+from bootstrap.options import Options
+from bootstrap.runner.pipeline import execute, make_plan
+from bootstrap.runner.setup import setup
+from bootstrap.runner.state import RunState
 
 if TYPE_CHECKING:
-    from bootstrap.checkpoint import Checkpointer
-    from bootstrap.mirror import CheckpointMirror
+    from bootstrap.mirror.thread import CheckpointMirror
     from bootstrap.plan import Plan
-    from bootstrap.supervise import Outcome
+    from bootstrap.runner.supervise import Outcome
+    from bootstrap.training.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class Prepared:
 
     def checkpointer(self, keep: int = 3, **kwargs: Any) -> Checkpointer:
         """A Checkpointer bound to the recipe's run.checkpoints (imports torch)."""
-        from bootstrap.checkpoint import Checkpointer
+        from bootstrap.training.checkpoint import Checkpointer
 
         return Checkpointer(self.checkpoints, keep, **kwargs)
 
@@ -140,7 +142,7 @@ def prepare(
         commit=state.commit,
     )
     if mirror:
-        from bootstrap.mirror import CheckpointMirror
+        from bootstrap.mirror.thread import CheckpointMirror
 
         plan.checkpoints.mkdir(parents=True, exist_ok=True)
         prepared.mirror = CheckpointMirror(plan.checkpoints, plan.mirror_dir, plan.recipe.run.match)

@@ -16,9 +16,8 @@ from typing import Any
 
 from bootstrap.errors import HostError, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
-from bootstrap.placeholders import expand, expand_env_only
-from bootstrap.recipe import Recipe
-from bootstrap.recipe_models import PrepareSpec
+from bootstrap.recipe.models import PrepareSpec, Recipe
+from bootstrap.recipe.placeholders import expand, expand_env_only
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
 

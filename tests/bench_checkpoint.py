@@ -1,4 +1,4 @@
-"""Benchmark of bootstrap.checkpoint.Checkpointer against plain torch.save (issue 3).
+"""Benchmark of bootstrap.training.checkpoint.Checkpointer against plain torch.save (issue 3).
 
 Run from the repository root::
 
@@ -75,7 +75,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bootstrap.checkpoint import Checkpointer  # noqa: E402
+from bootstrap.training.checkpoint import Checkpointer  # noqa: E402
 
 GOAL_A, GOAL_B, GOAL_C = 0.10, 1.02, 1.15
 OTHERS_CUT = 0.05  # share of the machine other processes may use during an epoch of (b)

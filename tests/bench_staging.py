@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bootstrap import gnutar  # noqa: E402
-from bootstrap.data import stage_data  # noqa: E402
+from bootstrap.data.gnutar import extract as gnutar  # noqa: E402
+from bootstrap.data.stage import stage_data  # noqa: E402
 
 
 def _small_tree(root: Path) -> None:

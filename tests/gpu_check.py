@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bootstrap.checkpoint import Checkpointer  # noqa: E402
+from bootstrap.training.checkpoint import Checkpointer  # noqa: E402
 
 FAILED: list[str] = []
 

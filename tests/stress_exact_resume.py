@@ -88,7 +88,7 @@ background (loop mode covers blocking saves): kills land in the background write
 import argparse
 import logging
 
-from bootstrap.checkpoint import Checkpointer
+from bootstrap.training.checkpoint import Checkpointer
 
 import model as m
 
@@ -250,7 +250,7 @@ class KilledRun:
         self.name = name
         self.env = env
         self.root = root
-        self.marker = "bootstrap.child" if mode == "loop" else "train.py"
+        self.marker = "bootstrap.training.child" if mode == "loop" else "train.py"
         self.ckpt = Path(env["BOOTSTRAP_SCRATCH"]) / "checkpoints" / name
         self.run_dir = Path(env["BOOTSTRAP_PERSIST"]) / "runs" / name
         self._out_files: list[Path] = []

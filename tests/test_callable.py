@@ -323,7 +323,7 @@ def test_child_without_a_recipe_says_how_it_is_started(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTSTRAP_")}
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "bootstrap.child"],
+        [sys.executable, "-m", "bootstrap.training.child"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from bootstrap import checkpoint_io, diskwrite
-from bootstrap.checkpoint import Checkpointer, list_generations
+from bootstrap.training import checkpoint_io, diskwrite
+from bootstrap.training.checkpoint import Checkpointer, list_generations
 
 
 def _model_and_optimizer(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -404,14 +404,14 @@ def test_a_step_below_one_in_the_folder_is_warned_about(
     model, _ = _model_and_optimizer()
     Checkpointer(tmp_path).save(200, model=model)
     ckpt = Checkpointer(tmp_path)  # a second run in the same folder, counting from 0
-    with caplog.at_level(logging.WARNING, logger="bootstrap.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="bootstrap.training.checkpoint"):
         ckpt.save(0, model=model)
         ckpt.save(1, model=model)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2
     assert warnings[0].startswith(f"saving step 0 into {tmp_path}, which holds step 200")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bootstrap.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="bootstrap.training.checkpoint"):
         ckpt.save(201, model=model)
     assert not caplog.records
 
@@ -444,7 +444,7 @@ def test_a_failed_background_write_is_logged_at_once(
     blocker.write_text("x")
     model, _ = _model_and_optimizer()
     ckpt = Checkpointer(blocker, async_save=True)
-    with caplog.at_level(logging.ERROR, logger="bootstrap.checkpoint"):
+    with caplog.at_level(logging.ERROR, logger="bootstrap.training.checkpoint"):
         ckpt.save(1, model=model)
         assert ckpt._writer is not None
         ckpt._writer.join()  # a script that ends here never calls wait() or close()

@@ -26,7 +26,7 @@ def test_help_lists_exit_codes_without_importing_the_library() -> None:
         "from bootstrap.cli import build_parser\n"
         "text = build_parser().format_help()\n"
         "assert 'exit codes' in text and '130 interrupted' in text, text\n"
-        "heavy = ('torch', 'git', 'pydantic', 'bootstrap.runner')\n"
+        "heavy = ('torch', 'git', 'pydantic', 'bootstrap.runner.pipeline')\n"
         "heavy = [m for m in heavy if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )

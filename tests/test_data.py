@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.data import StageResult, stage_data
+from bootstrap.data.archives import archive_kind, is_archive
+from bootstrap.data.stage import StageResult, stage_data
 from bootstrap.errors import DataError
-from bootstrap.extract import archive_kind, is_archive
 from bootstrap.progress import ProgressBar
 
 FILES = {
@@ -638,7 +638,7 @@ def test_stage_many_small_files_reasonably_fast(tmp_path: Path, dest: Path, stat
 
 
 def test_gnu_tar_path_is_available_here() -> None:
-    from bootstrap.gnutar import tools_for
+    from bootstrap.data.gnutar.extract import tools_for
 
     if tools_for("tar") is None:
         pytest.skip("no GNU tar on this machine; the tarfile path covers everything")
@@ -700,7 +700,7 @@ def test_gzip_damage_is_corrupt(tmp_path: Path, dest: Path, state: Path, where: 
 def test_fallback_without_gnu_tar_extracts_and_rejects(
     tmp_path: Path, dest: Path, state: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bootstrap.gnutar import tools_for
+    from bootstrap.data.gnutar.extract import tools_for
 
     (tmp_path / "empty-bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.deps import InstallResult, install_requirements
+from bootstrap.deps.install import InstallResult, install_requirements
+from bootstrap.deps.requirements import canonical_name, logical_lines, name_of
 from bootstrap.errors import InstallError
-from bootstrap.reqfile import canonical_name, logical_lines, name_of
 
 STATUS = (
     "import json, sys\nfrom importlib import metadata\nout = {}\nfor n in sys.argv[1:]:\n"
@@ -218,7 +218,7 @@ def test_a_kept_package_is_held_for_requests_and_dependencies(
     repo.mkdir()
     target.install(repo, requirements=[], packages=["held_pkg==1.0"], keep=[])
     write(repo / "requirements.txt", "Held-Pkg[extra]==2.0 ; python_version >= '3'\nneedsheld\n")
-    with caplog.at_level(logging.WARNING, logger="bootstrap.deps"):
+    with caplog.at_level(logging.WARNING, logger="bootstrap.deps.install"):
         # --upgrade would take held_pkg to 2.0 through needsheld's dependency, were it not held
         result = target.install(repo, keep=["held.pkg"], pip_args=["--upgrade"])
     asked = "Held-Pkg[extra]==2.0 ; python_version >= '3'"
@@ -241,7 +241,7 @@ def test_a_kept_package_that_is_not_installed_is_named_before_installing(
 ) -> None:
     repo = target.root / "repo"
     write(repo / "requirements.txt", "alpha\nheld_pkg>=1.0\n")
-    with caplog.at_level(logging.WARNING, logger="bootstrap.deps"):
+    with caplog.at_level(logging.WARNING, logger="bootstrap.deps.install"):
         result = target.install(repo, keep=["held.pkg", "torchaudio"])
     assert result.held == []
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -281,7 +281,7 @@ def test_the_running_interpreter_is_queried_in_process(tmp_path: Path) -> None:
 def test_the_in_process_scan_agrees_with_importlib_metadata() -> None:
     """The warm path reads versions from the .dist-info folders itself; it must see what
     importlib.metadata sees, for every package of this venv (the first on sys.path wins)."""
-    from bootstrap.deps import _versions_here
+    from bootstrap.deps.install import _versions_here
 
     expected: dict[str, str] = {}
     for dist in importlib.metadata.distributions():

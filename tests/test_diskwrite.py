@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.diskwrite import DIRECT_MIN, PAGE, DirectWrites, EarlyWriteback, checkpoint_file
 from bootstrap.fsutil import atomic_writer
+from bootstrap.training.diskwrite import (
+    DIRECT_MIN,
+    PAGE,
+    DirectWrites,
+    EarlyWriteback,
+    checkpoint_file,
+)
 
 
 def _direct_io_works(folder: Path) -> bool:

@@ -1,4 +1,4 @@
-"""bootstrap.fields and bootstrap.modelkit: every problem collected, wording, schema."""
+"""bootstrap.recipe.fields and .modelkit: every problem collected, wording, schema."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bootstrap.fields import Bool, Int, Invalid, Issue, ListOf, OneOf, Optional, Str, Text
-from bootstrap.modelkit import Model, ModelOf, as_data, model_schema, spec
+from bootstrap.recipe.fields import Bool, Int, Invalid, Issue, ListOf, OneOf, Optional, Str, Text
+from bootstrap.recipe.modelkit import Model, ModelOf, as_data, model_schema, spec
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

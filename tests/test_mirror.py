@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.ckptfiles import CHUNK_SIZE, MANIFEST_NAME
 from bootstrap.errors import StepError
-from bootstrap.mirror import (
-    CheckpointMirror,
+from bootstrap.mirror.files import (
+    CHUNK_SIZE,
+    MANIFEST_NAME,
     find_checkpoints,
     is_complete,
-    mirror_status,
     newest_checkpoint,
-    restore_checkpoints,
 )
+from bootstrap.mirror.restore import mirror_status, restore_checkpoints
+from bootstrap.mirror.thread import CheckpointMirror
 
 T0 = 1_700_000_000_000_000_000  # a fixed modification time, in ns
 

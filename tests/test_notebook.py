@@ -98,9 +98,9 @@ def test_public_names_are_not_shadowed_by_submodules() -> None:
 
     import bootstrap
 
-    for info in pkgutil.iter_modules(bootstrap.__path__):
-        # not the ones that import torch or run on import (__main__)
-        if info.name not in ("__main__", "checkpoint", "checkpoint_io", "loop", "child"):
-            importlib.import_module(f"bootstrap.{info.name}")
+    for info in pkgutil.walk_packages(bootstrap.__path__, "bootstrap."):
+        # not the training side (it imports torch) nor __main__ (it runs on import)
+        if not info.name.startswith(("bootstrap.training.", "bootstrap.__main__")):
+            importlib.import_module(info.name)
     for name in ("prepare", "run"):
         assert callable(getattr(bootstrap, name)), name

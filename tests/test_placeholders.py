@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bootstrap.durations import format_duration, parse_duration
-from bootstrap.placeholders import (
+from bootstrap.recipe.durations import format_duration, parse_duration
+from bootstrap.recipe.placeholders import (
     KNOWN,
     PlaceholderError,
     escape,

@@ -9,7 +9,7 @@ import pytest
 from bootstrap.errors import HostError
 from bootstrap.host import Host
 from bootstrap.plan import resolve_plan
-from bootstrap.recipe import load_recipe
+from bootstrap.recipe.load import load_recipe
 from tests.conftest import write_recipe
 
 LAPTOP = Host(

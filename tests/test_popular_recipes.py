@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.recipe import load_recipe
+from bootstrap.recipe.load import load_recipe
 from tests.conftest import RECIPES, Sandbox
 
 NANOGPT = RECIPES / "nanogpt.yaml"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import ExitCode, RecipeError, UsageError
-from bootstrap.fields import Invalid, Issue
-from bootstrap.recipe import load_recipe, parse_recipe
-from bootstrap.recipe_models import RunSpec
+from bootstrap.recipe.fields import Invalid, Issue
+from bootstrap.recipe.load import load_recipe, parse_recipe
+from bootstrap.recipe.models import RunSpec
 
 # The example of RECIPE.md, verbatim: the public contract must load as written.
 RECIPE_MD_EXAMPLE = """\

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.recipe import load_recipe
+from bootstrap.recipe.load import load_recipe
 from tests.conftest import RECIPES
 
 SHIPPED = sorted(RECIPES.glob("*.yaml"))

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from bootstrap.errors import RepoError
-from bootstrap.repo import COPY_MARKER, describe_url, resolve_local_path, sync_repo
+from bootstrap.repo.checkout import sync_repo
+from bootstrap.repo.foldercopy import COPY_MARKER
+from bootstrap.repo.gitsafety import describe_url, resolve_local_path
 from tests.conftest import git
 
 HOSTILE = 'my repo\'s "x" $(touch pwned)'

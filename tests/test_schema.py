@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from bootstrap.schema import SCHEMA_FILE, render
+from bootstrap.recipe.schema import SCHEMA_FILE, render
 from tests.conftest import RECIPES
 
 
 def test_shipped_schema_is_current() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == render(), (
-        "bootstrap/recipe.schema.json is stale: run `python -m bootstrap.schema`"
+        "bootstrap/recipe.schema.json is stale: run `python -m bootstrap.recipe.schema`"
     )
 
 

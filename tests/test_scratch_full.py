@@ -124,7 +124,7 @@ def _debug_log(sandbox: Sandbox) -> str:
 
 
 def _needs_gnu_tar(suffix: str) -> None:
-    from bootstrap.gnutar import tools_for
+    from bootstrap.data.gnutar.extract import tools_for
 
     if tools_for(suffix) is None:
         pytest.skip(f"no GNU tar (or no decompressor) for .{suffix} on this machine")
@@ -146,7 +146,7 @@ def test_file_size_limit(
     if case.endswith("-3-writers"):  # one of three GNU tars dies of SIGXFSZ
         env["BOOTSTRAP_TAR_WRITERS"] = "3"
     if fallback:  # no GNU tar on PATH: tarfile extracts (see gnutar.tools_for)
-        from bootstrap.gnutar import tools_for
+        from bootstrap.data.gnutar.extract import tools_for
 
         (tmp_path / "empty-bin").mkdir()
         env["PATH"] = str(tmp_path / "empty-bin")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bootstrap.launch import LogWriter
+from bootstrap.runner.launch import LogWriter
 from tests.conftest import Sandbox, read_until, write_recipe
 
 STUBBORN = """\

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap import gnutar, memberguard
-from bootstrap.data import stage_data
+from bootstrap.data import memberguard
+from bootstrap.data.gnutar import extract as gnutar
+from bootstrap.data.gnutar.rewriter import TarRewriter
+from bootstrap.data.memberguard import MemberGuard
+from bootstrap.data.stage import stage_data
 from bootstrap.errors import DataError
-from bootstrap.memberguard import MemberGuard
-from bootstrap.tarstream import TarRewriter
 
 needs_gnu_tar = pytest.mark.skipif(
     gnutar.tools_for("tar") is None, reason="no GNU tar here; the tarfile path is used instead"

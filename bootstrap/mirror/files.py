@@ -1,0 +1,255 @@
+"""Checkpoint files on disk: which files are checkpoints, whether one looks complete, and a
+verified atomic copy that never leaves a torn file where a good one was. Restoring a mirror and
+its manifest are in ``bootstrap.mirror.restore``.
+
+Nothing here imports torch: a torch checkpoint is recognised as a zip archive (the format
+``torch.save`` has written by default since torch 1.6), and checked by opening its central
+directory, which is written last, so a file cut short by a kill never passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO, TypeAlias
+
+from bootstrap.fsutil import fsync_dir
+
+MANIFEST_NAME = ".bootstrap-mirror.json"
+TEMP_PREFIX = ".mirror-"  # our temp files: hidden, so discovery skips them everywhere
+CHUNK_SIZE = 4 << 20
+
+_ZIP_MAGIC = b"PK\x03\x04"
+# Files with these suffixes are torch-style archives: too short to hold a zip header means torn.
+_ARCHIVE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".safetensors"})
+_MAX_SAFETENSORS_HEADER = 100 << 20
+
+Match: TypeAlias = "str | Sequence[str]"
+FaultHook: TypeAlias = "Callable[[str, Path], None]"
+
+
+class SourceChanged(Exception):
+    """The source file changed or vanished while it was being copied: copy it again later."""
+
+
+class SourceError(Exception):
+    """Reading the source failed (as opposed to writing the target)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class CopyAborted(Exception):
+    """The caller asked to stop (a deadline passed) in the middle of a copy."""
+
+
+def patterns(match: Match) -> tuple[str, ...]:
+    return (match,) if isinstance(match, str) else tuple(match)
+
+
+def is_ignored(relative: Path) -> bool:
+    """Hidden names (our temp files, the manifest, .ipynb_checkpoints, ...) and ``*.tmp``."""
+    return relative.name.endswith(".tmp") or any(part.startswith(".") for part in relative.parts)
+
+
+def find_checkpoints(folder: Path, match: Match) -> list[Path]:
+    """Files under ``folder`` matching any of the globs in ``match``, sorted; [] if no folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found: set[Path] = set()
+    for pattern in patterns(match):
+        for path in folder.glob(pattern):
+            if not is_ignored(path.relative_to(folder)) and path.is_file():
+                found.add(path)
+    return sorted(found)
+
+
+def newest_checkpoint(folder: Path, match: Match, *, complete_only: bool = True) -> Path | None:
+    """The matching file with the newest modification time (ties: the greatest name).
+
+    With ``complete_only`` (the default) files that look torn are passed over, so a resume never
+    starts from a checkpoint a crash cut short.
+    """
+    stamped: list[tuple[int, str, Path]] = []
+    for path in find_checkpoints(folder, match):
+        with contextlib.suppress(FileNotFoundError):
+            stamped.append((path.stat().st_mtime_ns, str(path), path))
+    for _, _, path in sorted(stamped, reverse=True):
+        if not complete_only or is_complete(path):
+            return path
+    return None
+
+
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` looks like a whole file: a zip (torch) archive whose central directory
+    opens, a safetensors file whose size matches its header, anything else non-empty.
+    False when it cannot be read."""
+    try:
+        return check_complete(Path(path), Path(path).name)
+    except OSError:
+        return False
+
+
+def check_complete(path: Path, name: str) -> bool:
+    """``is_complete`` judging the format by ``name`` (a temp copy keeps its target's name);
+    OSError propagates, so that a failing disk is not mistaken for a torn file."""
+    size = os.stat(path).st_size
+    if size == 0:
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    suffix = Path(name).suffix.lower()
+    if suffix == ".safetensors":
+        return _safetensors_ok(path, size)
+    if head.startswith(_ZIP_MAGIC):
+        return _zip_ok(path, size)
+    # A torch file starts with the zip magic from its first write; a shorter one is torn.
+    # Longer ones without it (torch's legacy pickle format) cannot be checked: trust them.
+    return not (suffix in _ARCHIVE_SUFFIXES and len(head) < len(_ZIP_MAGIC))
+
+
+def _zip_ok(path: Path, size: int) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, struct.error):
+        return False
+    return bool(entries) and all(e.header_offset + e.compress_size <= size for e in entries)
+
+
+def _safetensors_ok(path: Path, size: int) -> bool:
+    if size < 8:
+        return False
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > min(size - 8, _MAX_SAFETENSORS_HEADER):
+            return False
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(header, dict):
+        return False
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            return False
+        if not all(isinstance(o, int) for o in offsets):
+            return False
+        end = max(end, offsets[1])
+    return size == 8 + length + end
+
+
+def stamp(st: os.stat_result) -> tuple[int, int]:
+    """What identifies a version of a file: its size and modification time."""
+    return st.st_size, st.st_mtime_ns
+
+
+def copy_verified(
+    source: Path,
+    target: Path,
+    *,
+    expect: tuple[int, int] | None = None,
+    hook: FaultHook | None = None,
+    should_abort: Callable[[], bool] | None = None,
+    copied: Callable[[int], None] | None = None,
+) -> os.stat_result:
+    """Copy ``source`` over ``target`` atomically, keeping its modification time and mode.
+
+    The copy goes to a temp file beside ``target``, is fsynced and verified (its size is the
+    source's, the source did not change meanwhile, it still looks complete), and only then
+    replaces ``target``. Raises SourceChanged (the source is not ``expect`` or changed),
+    SourceError (reading the source failed), CopyAborted, or OSError for the target side,
+    including OSError(EIO) when the written copy does not verify. Returns the source's stat.
+    ``copied`` is told the size of each chunk once it is written (for progress).
+    """
+    call = hook or (lambda op, path: None)
+    call("open", target)
+    try:
+        reader = open(source, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError as error:
+        raise SourceChanged(f"{source} vanished") from error
+    except OSError as error:
+        raise SourceError(error) from error
+    with reader:
+        before = os.fstat(reader.fileno())
+        if expect is not None and stamp(before) != expect:
+            raise SourceChanged(f"{source} changed before it was copied")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f"{TEMP_PREFIX}{target.name}.", suffix=".tmp"
+        )
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as writer:
+                while chunk := _read(reader):
+                    if should_abort is not None and should_abort():
+                        raise CopyAborted(str(source))
+                    call("write", target)
+                    writer.write(chunk)
+                    if copied is not None:
+                        copied(len(chunk))
+                writer.flush()
+                os.fsync(writer.fileno())
+            _verify(source, before, tmp, target)
+            with contextlib.suppress(OSError):  # Drive's FUSE may refuse modes; harmless
+                os.chmod(tmp, stat.S_IMODE(before.st_mode))
+            os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+            call("replace", target)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+    fsync_dir(target.parent)
+    return before
+
+
+def _read(reader: BinaryIO) -> bytes:
+    try:
+        return reader.read(CHUNK_SIZE)
+    except OSError as error:
+        raise SourceError(error) from error
+
+
+def _verify(source: Path, before: os.stat_result, tmp: Path, target: Path) -> None:
+    try:
+        after = os.stat(source)
+    except FileNotFoundError:
+        after = None
+    # A replaced or rewritten source was read half old, half new; the next scan copies it.
+    if after is None or stamp(after) != stamp(before):
+        raise SourceChanged(f"{source} changed while it was copied")
+    copied = os.stat(tmp).st_size
+    if copied != before.st_size:
+        raise OSError(
+            errno.EIO,
+            f"the copy of {source} has {copied} bytes instead of {before.st_size}",
+            str(target),
+        )
+    if not check_complete(tmp, target.name):
+        raise OSError(errno.EIO, f"the copy of {source} does not read back whole", str(target))
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Remove our temp files a killed copy left under ``root``; returns how many."""
+    removed = 0
+    for path in Path(root).rglob(f"{TEMP_PREFIX}*.tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed

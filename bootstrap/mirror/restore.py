@@ -1,0 +1,157 @@
+"""The mirror on persist, read back: restoring its checkpoints to scratch on a new VM, and the
+manifest that records what the mirror holds (written by ``CheckpointMirror``, read for status).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bootstrap.errors import StepError
+from bootstrap.fsutil import atomic_write_json, read_json
+from bootstrap.mirror.files import (
+    MANIFEST_NAME,
+    Match,
+    SourceChanged,
+    SourceError,
+    copy_verified,
+    find_checkpoints,
+    is_complete,
+    stamp,
+)
+from bootstrap.progress import ProgressFactory, no_progress
+
+log = logging.getLogger(__name__)
+
+# Drive and similar filesystems may keep coarser modification times than scratch.
+_MTIME_SLACK_NS = 1_000_000_000
+
+
+def restore_checkpoints(
+    persist_dir: Path, scratch_dir: Path, match: Match, progress: ProgressFactory = no_progress
+) -> list[Path]:
+    """Copy mirrored checkpoints back to scratch where scratch lacks them, holds a torn copy or
+    an older version (a new VM). Keeps relative paths and modification times; each file is
+    replaced atomically. ``progress`` gets one bar of the bytes to restore, advanced as they are
+    copied. Returns the restored files (under ``scratch_dir``)."""
+    persist_dir, scratch_dir = Path(persist_dir), Path(scratch_dir)
+    restored: list[Path] = []
+    current: Path | None = None
+    try:
+        todo: list[tuple[Path, Path, tuple[int, int]]] = []
+        for current in find_checkpoints(persist_dir, match):
+            target = scratch_dir / current.relative_to(persist_dir)
+            key = stamp(current.stat())
+            if not _needs_restore(key, target):
+                continue
+            if not is_complete(current):
+                log.warning("not restoring %s: it looks incomplete", current)
+                continue
+            todo.append((current, target, key))
+        if not todo:
+            return restored
+        total = sum(key[0] for _, _, key in todo)
+        bar = progress("restoring checkpoints", total=total, unit="B")
+        done = 0  # bytes copied, all files
+
+        def copied(size: int) -> None:
+            nonlocal done
+            done += size
+            bar.advance(size)
+
+        try:
+            for current, target, key in todo:
+                before = done  # bytes copied of the files before this one
+                try:
+                    copy_verified(current, target, expect=key, copied=copied)
+                except SourceChanged:
+                    log.warning("not restoring %s: it changed while it was copied", current)
+                    total -= key[0] - (done - before)  # the rest of it will not be copied
+                    bar.set_total(total)
+                    continue
+                restored.append(target)
+        finally:
+            bar.close()
+    except (OSError, SourceError) as error:
+        raise StepError(
+            f"could not restore checkpoints from {current or persist_dir} to {scratch_dir}: "
+            f"{error}",
+            hint="check that persist (Google Drive) is mounted and readable and that scratch "
+            "has free space, then run the same command again",
+        ) from error
+    return restored
+
+
+def _needs_restore(key: tuple[int, int], target: Path) -> bool:
+    try:
+        mtime_ns = target.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
+    # Scratch is newer than the mirror unless it lost the file, or a crash tore it.
+    return not is_complete(target) or key[1] - mtime_ns > _MTIME_SLACK_NS
+
+
+# -- the manifest: what the mirror holds -------------------------------------------------------
+
+
+def holds_version(dst: Path, rel: Path, key: tuple[int, int], manifest: dict[str, Any]) -> bool:
+    """Whether ``dst / rel`` is the version of a scratch file whose stamp is ``key``: the same
+    size, and its mtime or the manifest's record of the source (a copy on Drive may not keep
+    the mtime exactly)."""
+    try:
+        st = os.stat(dst / rel)
+    except FileNotFoundError:
+        return False
+    if st.st_size != key[0]:
+        return False
+    if st.st_mtime_ns == key[1]:
+        return True
+    return manifest.get(rel.as_posix()) == {"size": key[0], "mtime_ns": key[1]}
+
+
+def load_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest's files ({relative posix path: {"size", "mtime_ns"}}); {} when it is
+    missing or damaged. Other OSErrors propagate: persist is failing."""
+    try:
+        stored = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    files = stored.get("files") if isinstance(stored, dict) else None
+    return (
+        {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
+    )
+
+
+def write_manifest(folder: Path, files: dict[str, Any]) -> None:
+    atomic_write_json(
+        Path(folder) / MANIFEST_NAME, {"version": 1, "updated": time.time(), "files": files}
+    )
+
+
+def mirror_status(dst: Path) -> dict[str, Any]:
+    """What the manifest in ``dst`` says is mirrored, and whether each file is still there:
+    ``{"updated": epoch seconds or None, "files": {relative path: {"size", "mtime_ns",
+    "present"}}}``. Never raises."""
+    dst = Path(dst)
+    stored = read_json(dst / MANIFEST_NAME)
+    try:
+        files = load_manifest(dst)
+    except OSError:
+        files = {}
+    status: dict[str, Any] = {}
+    for rel, entry in sorted(files.items()):
+        try:
+            present = os.stat(dst / rel).st_size == entry.get("size")
+        except OSError:
+            present = False
+        status[rel] = {
+            "size": entry.get("size"),
+            "mtime_ns": entry.get("mtime_ns"),
+            "present": present,
+        }
+    updated = stored.get("updated") if isinstance(stored, dict) else None
+    return {"updated": updated, "files": status}

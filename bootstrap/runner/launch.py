@@ -1,0 +1,249 @@
+"""Start the training as a child process and tee its output.
+
+The child runs in its own process group (so the supervisor can signal it and every worker it
+starts at once), with stdin closed, and dies with the supervisor (PR_SET_PDEATHSIG on Linux), so
+a killed cell never leaves an orphan training holding the GPU. Its output goes untouched to the
+console and, with carriage-return progress collapsed to its last state, to a log file. The log
+is written from its own thread through a bounded queue: when persist is slow or failing, log
+lines are dropped, never the training blocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from bootstrap.plan import Plan
+
+log = logging.getLogger(__name__)
+
+OutputSink = Callable[[bytes], None]
+_PR_SET_PDEATHSIG = 1
+
+
+def build_command(plan: Plan, resume: Sequence[str], python: str = sys.executable) -> list[str]:
+    run = plan.recipe.run
+    kind, entry = run.entry_kind, plan.entry
+    if kind == "script":
+        return [python, str(plan.work_dir / entry), *plan.args, *resume]
+    if kind == "module":
+        return [python, "-m", entry, *plan.args, *resume]
+    # callable and loop mode: a small runner inside the package imports and calls it.
+    return [python, "-m", "bootstrap.training.child"]
+
+
+def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
+    env = dict(base)
+    # Python buffers stdout in a pipe; unbuffered keeps progress and logs live.
+    env["PYTHONUNBUFFERED"] = "1"
+    # {repo} first, as the recipe promises; the folder holding this package last, so that
+    # `python -m bootstrap.training.child` and `from bootstrap import Checkpointer` work even
+    # when the tool runs from a source checkout, without shadowing anything the training imports.
+    own = str(Path(__file__).resolve().parent.parent)
+    parts = [str(plan.work_dir), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(parts + ([own] if own not in parts else []))
+    env["BOOTSTRAP_RUN_DIR"] = str(plan.run_dir)
+    env["BOOTSTRAP_CHECKPOINTS"] = str(plan.checkpoints)
+    env["BOOTSTRAP_RECIPE_NAME"] = plan.name
+    if plan.deadline is not None:
+        env["BOOTSTRAP_DEADLINE"] = repr(plan.deadline)
+    # Stale values from an outer environment must not turn a plain call into loop mode.
+    for name in ("BOOTSTRAP_CALLABLE", "BOOTSTRAP_KWARGS", "BOOTSTRAP_SETUP", "BOOTSTRAP_EPOCHS"):
+        env.pop(name, None)
+    run = plan.recipe.run
+    if run.entry_kind == "callable":
+        env["BOOTSTRAP_CALLABLE"] = plan.entry
+        env["BOOTSTRAP_KWARGS"] = json.dumps(plan.kwargs)
+        if run.setup is not None and run.epochs is not None:  # loop mode
+            env["BOOTSTRAP_SETUP"] = run.setup
+            env["BOOTSTRAP_EPOCHS"] = str(run.epochs)
+    if plan.smoke:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # --smoke: a CPU-only environment
+    env.update(plan.env)
+    return env
+
+
+def describe_exit(code: int) -> str:
+    """A child's exit status as a sentence ends: "exited with code 1", "was killed by SIGKILL"."""
+    if code < 0:
+        return f"was killed by {signal_name(-code)}"
+    return f"exited with code {code}"
+
+
+def signal_name(number: int) -> str:
+    """The signal's name ("SIGINT"), or "signal 99" for a number that has none."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class LogWriter:
+    """Writes output to a log file, keeping only the last state of carriage-return lines."""
+
+    MAX_QUEUED = 10_000
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self.MAX_QUEUED)
+        self._partial = b""
+        self.dropped = 0
+        self._failed = False
+        self._thread = threading.Thread(target=self._drain, name="bootstrap-log", daemon=True)
+        self._thread.start()
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            self._put(_last_state(line) + b"\n")
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._partial:
+            self._put(_last_state(self._partial) + b"\n")
+            self._partial = b""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+
+    def _put(self, line: bytes) -> None:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def _drain(self) -> None:
+        handle = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "ab")  # noqa: SIM115 - closed in finally
+        except OSError as exc:
+            self._warn(exc)
+        try:
+            while (line := self._queue.get()) is not None:
+                if handle is None:
+                    continue
+                try:
+                    handle.write(line)
+                    if self._queue.empty():
+                        handle.flush()
+                except OSError as exc:
+                    self._warn(exc)
+        finally:
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()
+
+    def _warn(self, exc: OSError) -> None:
+        if not self._failed:
+            self._failed = True
+            log.warning("cannot write the training log %s (%s); output still shown", self.path, exc)
+
+
+def _pseudo_terminal(rows: int = 24, columns: int = 120) -> tuple[int, int]:
+    """A pseudo-terminal pair (ours, the child's) with a fixed window size."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    ours, theirs = pty.openpty()
+    fcntl.ioctl(theirs, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    return ours, theirs
+
+
+def _last_state(line: bytes) -> bytes:
+    line = line.rstrip(b"\r")
+    return line.rsplit(b"\r", 1)[-1]
+
+
+class TrainingProcess:
+    """One attempt of the training: a child process group with its output teed."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        output: OutputSink,
+        terminal_stdin: bool = False,
+    ):
+        self.argv = list(argv)
+        self.log = LogWriter(log_path)
+        self._output = output
+        self._terminal: int | None = None
+        stdin: int = subprocess.DEVNULL
+        if terminal_stdin:
+            self._terminal, stdin = _pseudo_terminal()
+        try:
+            self.proc = self._spawn(cwd, env, stdin)
+        finally:
+            if terminal_stdin:
+                os.close(stdin)  # the child holds its own copy
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._pump, name="bootstrap-tee", daemon=True)
+        self._reader.start()
+
+    def _spawn(self, cwd: Path, env: Mapping[str, str], stdin: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+        )
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None  # set by Popen(stdout=PIPE)
+        fd = self.proc.stdout.fileno()
+        while chunk := os.read(fd, 65536):
+            with contextlib.suppress(Exception):
+                self._output(chunk)
+            self.log.feed(chunk)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def signal(self, sig: int) -> None:
+        """Signal the whole process group (the training and any workers it started)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def finish(self) -> None:
+        """After exit: end leftover workers, drain the remaining output, close the log."""
+        # Workers that outlived the training would hold the GPU and keep the pipe open.
+        self.signal(signal.SIGKILL)
+        self._reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._terminal is not None:
+            os.close(self._terminal)
+            self._terminal = None
+        self.log.close()

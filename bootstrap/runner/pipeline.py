@@ -1,0 +1,200 @@
+"""Run a recipe end to end: the library function behind ``python -m bootstrap``.
+
+    load + validate ─▶ host ─▶ plan ─▶ repo ─▶ install ─▶ data ─▶ prepare ─▶ restore ─▶ supervise
+
+``make_plan`` does the first three, without side effects; ``execute`` the rest: the setup
+steps (``setup``), then the training under the ``Supervisor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bootstrap.errors import ExitCode, HostError, UsageError
+from bootstrap.host import DRIVE_MOUNT_CELL, Host, detect_host
+from bootstrap.mirror.files import find_checkpoints, newest_checkpoint, stamp
+from bootstrap.mirror.restore import holds_version, load_manifest
+from bootstrap.options import Options
+from bootstrap.plan import Plan, resolve_plan
+from bootstrap.recipe.durations import format_duration
+from bootstrap.recipe.load import load_recipe
+from bootstrap.report import Reporter, SilentReporter
+from bootstrap.runner.setup import setup
+from bootstrap.runner.state import FAILED, FINISHED, INTERRUPTED, PAUSED, STOPPED, RunState
+from bootstrap.runner.supervise import RERUN, Outcome, Supervisor
+
+log = logging.getLogger(__name__)
+
+# Scanning the checkpoint folder is a few stat calls; persist is written only on change.
+DEFAULT_MIRROR_INTERVAL = 2.0
+AGAIN_HINT = (
+    "to train on from its newest checkpoint, raise the training's length (its epochs, in the "
+    "recipe or with --set) and pass --extend; to start over, pass --fresh"
+)
+COLAB_GPU_FIX = "in Colab: Runtime > Change runtime type > choose a GPU, then run the cell again"
+
+
+def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Plan:
+    """Load and validate the recipe, look at the host, resolve every path. No side effects."""
+    env = dict(os.environ if environ is None else environ)
+    host = detect_host(env)
+    recipe_path = Path(options.recipe).absolute()
+    if host.on_unmounted_drive(recipe_path) and not recipe_path.exists():
+        # The README keeps recipes on Drive: "not found" would send the user to the path.
+        raise HostError(
+            f"the recipe {recipe_path} is on Google Drive, which is not mounted at "
+            f"{host.content_dir / 'drive'}",
+            hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first",
+        )
+    recipe = load_recipe(
+        options.recipe,
+        profile=options.profile,
+        smoke=options.smoke,
+        overrides=options.sets,
+        environ=env,
+    )
+    plan = resolve_plan(
+        recipe,
+        host,
+        persist=options.persist,
+        scratch=options.scratch,
+        smoke=options.smoke,
+        environ=env,
+    )
+    check_gpu(plan)
+    return plan
+
+
+def check_gpu(plan: Plan) -> None:
+    host: Host = plan.host
+    if plan.recipe.gpu == "required" and not host.has_gpu and not plan.smoke:
+        hint = (
+            COLAB_GPU_FIX
+            if host.on_colab
+            else "run it on a machine with an NVIDIA GPU, or set gpu: optional"
+        )
+        raise HostError("gpu: required, but this runtime has no GPU", hint=hint)
+
+
+def execute(
+    plan: Plan,
+    options: Options,
+    reporter: Reporter | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Do the setup steps and supervise the training. Raises BootstrapError on failure."""
+    ui = reporter or SilentReporter()
+    env = dict(os.environ if environ is None else environ)
+    state = RunState.load(plan.state_file, plan.name)
+    if state.status == FINISHED and not (options.fresh or options.extend):
+        last = newest_checkpoint(plan.mirror_dir, plan.recipe.run.match)
+        return Outcome(
+            FINISHED,
+            ExitCode.FINISHED,
+            0,
+            None,
+            last,
+            f"this run already finished (see {plan.run_dir}); {AGAIN_HINT}",
+        )
+    if plan.deadline is not None and plan.past_deadline(time.time()):
+        return _past_time_limit(plan, plan.deadline)  # before --fresh sets anything aside
+    if state.status == FINISHED and options.extend:
+        log.info("the run had finished; --extend: training on from its newest checkpoint")
+    if options.fresh:
+        start_fresh(plan)
+        state = RunState(name=plan.name)
+    setup(plan, state, options, ui, env)
+    supervisor = Supervisor(
+        plan,
+        state,
+        output=ui.output,
+        python=options.python,
+        environ=env,
+        mirror_interval=_mirror_interval(env),
+        # The same command with --fresh would set this run's checkpoints aside and start over.
+        rerun="re-run without --fresh" if options.fresh else RERUN,
+    )
+    with ui.step("train") as step:
+        outcome = supervisor.run()
+        if outcome.status == FAILED:
+            step.failed(outcome.message)
+        elif outcome.status in (STOPPED, INTERRUPTED, PAUSED):
+            step.stopped(outcome.message)
+        else:
+            step.note(outcome.message)
+    return outcome
+
+
+def _past_time_limit(plan: Plan, deadline: float) -> Outcome:
+    """run.time_limit counts from the VM's boot on Colab: a re-run on a VM past it can only stop
+    again at once, so say so instead of setting up and stopping."""
+    limit = plan.recipe.run.time_limit or 0
+    started = format_duration(max(0, round(time.time() - deadline + limit)))
+    return Outcome(
+        STOPPED,
+        ExitCode.TIME_LIMIT,
+        0,
+        None,
+        newest_checkpoint(plan.mirror_dir, plan.recipe.run.match),
+        f"this VM started {started} ago, past run.time_limit ({format_duration(limit)}), so "
+        "nothing was run: continue on a new runtime (Runtime > Disconnect and delete runtime), "
+        "or raise run.time_limit (e.g. --set run.time_limit=...)",
+    )
+
+
+def start_fresh(plan: Plan) -> None:
+    """--fresh: set earlier checkpoints aside (one copy of each is kept) and forget the run
+    state."""
+    archive = plan.run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    match = plan.recipe.run.match
+    manifest = load_manifest(plan.mirror_dir)
+    # Scratch first, while the mirror is in place to compare with: a file the mirror holds is
+    # archived from there, and a second copy would be a slow upload into the Drive quota.
+    for path in find_checkpoints(plan.checkpoints, match):
+        relative = path.relative_to(plan.checkpoints)
+        if holds_version(plan.mirror_dir, relative, stamp(path.stat()), manifest):
+            path.unlink()
+        else:
+            _move(path, archive / "scratch" / relative)
+    for path in find_checkpoints(plan.mirror_dir, match):
+        _move(path, archive / "mirrored" / path.relative_to(plan.mirror_dir))
+    if plan.state_file.exists():
+        archive.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(plan.state_file), archive / "state.json")
+    log.info("--fresh: earlier checkpoints and state moved to %s", archive)
+
+
+def _move(path: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), target)
+
+
+def _mirror_interval(env: Mapping[str, str]) -> float:
+    """Seconds between mirror scans; BOOTSTRAP_MIRROR_INTERVAL overrides the default."""
+    raw = env.get("BOOTSTRAP_MIRROR_INTERVAL", "")
+    try:
+        value = float(raw) if raw else DEFAULT_MIRROR_INTERVAL
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UsageError(
+            f"BOOTSTRAP_MIRROR_INTERVAL={raw!r} is not a positive number of seconds",
+            hint="unset it or give e.g. BOOTSTRAP_MIRROR_INTERVAL=2",
+        )
+    return value
+
+
+def run_recipe(
+    options: Options, reporter: Reporter | None = None, environ: Mapping[str, str] | None = None
+) -> Outcome:
+    """Everything ``python -m bootstrap RECIPE`` does, from Python."""
+    plan = make_plan(options, environ)
+    return execute(plan, options, reporter, environ)
+
+
+__all__: Sequence[str] = ["make_plan", "execute", "run_recipe"]
