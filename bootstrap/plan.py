@@ -7,7 +7,6 @@ would do, and no step reaches into another's internals.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,20 +17,19 @@ from bootstrap.errors import HostError, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
 from bootstrap.recipe.models import PrepareSpec, Recipe
 from bootstrap.recipe.placeholders import expand, expand_env_only
-
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
+from bootstrap.values import is_scp_like, is_url
 
 
 @dataclass(frozen=True)
 class DataStep:
     index: int
-    source: str  # a local path (absolute) or an http(s) URL
+    source: str  # a local path (absolute) or a URL (the stager says which schemes it reads)
     dest: Path
     sha256: str | None
 
     @property
     def is_url(self) -> bool:
-        return _is_url(self.source)
+        return is_url(self.source)
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,7 @@ def resolve_plan(
     values["repo"] = str(work_dir)
 
     repo_url = _expand(repo.url, values, env, "repo.url")
-    if not _URL.match(repo_url):
+    if not (is_url(repo_url) or is_scp_like(repo_url)):
         repo_url = str(_path(repo_url, base))
 
     data = tuple(
@@ -281,8 +279,4 @@ def _path(text: str, base: Path) -> Path:
 
 
 def _source(text: str, base: Path) -> str:
-    return text if _is_url(text) else str(_path(text, base))
-
-
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
+    return text if is_url(text) else str(_path(text, base))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from bootstrap.progress import ProgressBar
+from bootstrap.values import format_bytes
 
 _SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "bold red": "1;31"}
 
@@ -51,13 +52,7 @@ _MIN_LINE_INTERVAL = 5.0
 
 
 def _human(amount: float, unit: str) -> str:
-    if unit != "B":
-        return f"{int(amount)} {unit}"
-    for suffix in ("B", "KB", "MB", "GB", "TB"):
-        if abs(amount) < 1024 or suffix == "TB":
-            return f"{amount:.0f} {suffix}" if suffix == "B" else f"{amount:.1f} {suffix}"
-        amount /= 1024
-    return f"{amount:.1f} TB"
+    return format_bytes(amount) if unit == "B" else f"{int(amount)} {unit}"
 
 
 class _LineBar:
@@ -103,8 +98,7 @@ class _TqdmBar:
             total=total,
             desc=f"  {description}",
             unit=unit,
-            unit_scale=scale,
-            unit_divisor=1024 if scale else 1000,
+            unit_scale=scale,  # powers of 1000, as format_bytes writes sizes in messages
             file=stream,
             leave=False,
             dynamic_ncols=True,

@@ -668,3 +668,24 @@ def test_models_are_frozen_and_entry_points_named() -> None:
     ]
     with pytest.raises(Invalid, match="give exactly one of run.script, run.module"):
         RunSpec.from_mapping({"script": "a.py", "module": "b"})
+
+
+def test_run_rules_report_every_problem_at_its_own_key() -> None:
+    # The model's rule once raised the first problem only, at "run" itself.
+    with pytest.raises(Invalid) as caught:
+        RunSpec.from_mapping({"script": "a.py", "module": "b", "epochs": 3})
+    assert caught.value.issues == [
+        Issue((), "invalid", "give exactly one of run.script, run.module, run.callable "
+              "(got script, module)"),
+        Issue(("epochs",), "invalid",
+              "loop mode needs run.setup and run.epochs together; add run.setup"),
+        Issue(("epochs",), "invalid", "loop mode (run.setup, run.epochs) needs run.callable"),
+    ]  # fmt: skip
+
+
+def test_prepare_module_is_checked_like_run_module(here: Path) -> None:
+    found = problems(MINIMAL + "  prepare: [{module: data/prepare.py}]\n")
+    assert found == [
+        "r.yaml:6: run.prepare[0].module: expected a dotted module name, e.g. mypkg.train, "
+        "got 'data/prepare.py'"
+    ]

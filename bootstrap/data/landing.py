@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bootstrap.errors import DataError
+from bootstrap.values import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def no_space(
     said = exc.strerror or ""
     detail = f" {said}" if said and said != os.strerror(number) else ""  # check_room's figures
     free = free_bytes(dest)
-    room = f" ({human_size(free)} free there now)" if free is not None else ""
+    room = f" ({format_bytes(free)} free there now)" if free is not None else ""
     limit = ", or raise the file size limit (`ulimit -f`)" if number == errno.EFBIG else ""
     kept = "part of it may be there, not marked as staged" if merging else "nothing of it was kept"
     return DataError(
@@ -142,8 +143,8 @@ def check_room(folder: Path, *, holds: int, least: int) -> None:
     if free is not None and free < least:
         raise OSError(
             errno.ENOSPC,
-            f"before extracting: the archive holds about {human_size(holds)}, "
-            f"{human_size(free)} is free",
+            f"before extracting: the archive holds about {format_bytes(holds)}, "
+            f"{format_bytes(free)} is free",
         )
 
 
@@ -160,15 +161,6 @@ def free_bytes(path: Path) -> int | None:
         blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail
         return blocks * info.f_frsize
     return None
-
-
-def human_size(count: int) -> str:
-    size = float(count)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 def os_hint(exc: OSError) -> str:

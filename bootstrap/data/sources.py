@@ -13,7 +13,6 @@ import contextlib
 import difflib
 import hashlib
 import os
-import re
 import stat
 import urllib.parse
 from collections.abc import Iterator
@@ -25,10 +24,10 @@ from bootstrap.data.extract import BUFSIZE
 from bootstrap.data.landing import os_hint
 from bootstrap.errors import DataError
 from bootstrap.progress import ProgressBar
+from bootstrap.values import is_http_url, is_url
 
 SUPPORTED = "a .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .zip archive, a folder, or an http(s) URL"
 _URL_TIMEOUT = 60.0  # seconds per socket operation, not for the whole download
-_ANY_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,14 @@ class Origin:
 
 
 def inspect_source(source: str, expected: str | None, dest: Path) -> Origin:
-    if source.lower().startswith(("http://", "https://")):
+    if is_http_url(source):
         parts = urllib.parse.urlsplit(source)
         host = parts.hostname or ""
         shown = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
         display = shown + ("?..." if parts.query else "")
         url_key = hashlib.sha256(source.encode()).hexdigest()  # the URL may carry a token
         return Origin("url", source, display, None, {"url_sha256": url_key})
-    if _ANY_URL.match(source):
+    if is_url(source):
         raise DataError(
             f"data source {source.split('?')[0]} uses an unsupported scheme",
             hint=f"use {SUPPORTED}",

@@ -48,6 +48,7 @@ from bootstrap.data.sources import SUPPORTED, Origin, SourceReader, inspect_sour
 from bootstrap.errors import DataError
 from bootstrap.fsutil import Marker, read_json
 from bootstrap.progress import ProgressFactory, no_progress
+from bootstrap.values import sha256_digest
 
 __all__ = ["StageResult", "stage_data"]
 
@@ -146,13 +147,12 @@ def stage_data(
 def _expected_sha256(value: str | None) -> str | None:
     if value is None:
         return None
-    text = value.strip().lower().removeprefix("sha256:")
-    if not re.fullmatch(r"[0-9a-f]{64}", text):
+    try:
+        return sha256_digest(value)
+    except ValueError as exc:
         raise DataError(
-            f"sha256 {value!r} is not 64 hexadecimal digits",
-            hint="copy it from `sha256sum FILE`, or remove data[].sha256",
-        )
-    return text
+            f"sha256: {exc}", hint="copy it from `sha256sum FILE`, or remove data[].sha256"
+        ) from None
 
 
 def _still_there(dest: Path, entries: list[str]) -> bool:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootstrap.errors import InstallError
+from bootstrap.values import is_url
 
 REQUIREMENTS_KEY = "install.requirements"  # the recipe key named in messages
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _NAME = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)", re.S)
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^file:")
 _ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 _EGG = re.compile(r"[#&]egg=([A-Za-z0-9._-]+)")
 
@@ -133,7 +133,7 @@ class RequirementsReader:
         spec = re.split(r"\s+(?=-)", text, maxsplit=1)[0]  # without per-requirement options
         if text.startswith("-"):
             option, value = split_option(text)
-            if option in ("-r", "--requirement", "-c", "--constraint") and not _URL.match(value):
+            if option in ("-r", "--requirement", "-c", "--constraint") and not _is_url(value):
                 nested = (base.parent if base else self.repo_root) / value
                 if not nested.is_file():
                     raise InstallError(
@@ -142,7 +142,7 @@ class RequirementsReader:
                     )
                 self.read(nested, constraint=option in ("-c", "--constraint"), origin=where)
                 return
-            if option in ("-f", "--find-links") and value and not _URL.match(value):
+            if option in ("-f", "--find-links") and value and not _is_url(value):
                 text = f"{option} {shlex.quote(self._local_path(value, base))}"
             if option not in ("-e", "--editable"):
                 self.requirements.append(text)
@@ -197,6 +197,11 @@ def logical_lines(text: str) -> Iterator[tuple[int, str]]:
             yield first, joined
 
 
+def _is_url(text: str) -> bool:
+    # pip also reads file:relative/path, without the slashes of a URL
+    return is_url(text) or text.startswith("file:")
+
+
 def split_option(text: str) -> tuple[str, str]:
     """``-rfile``, ``-r file``, ``--requirement=file`` -> ("-r"/"--requirement", "file")."""
     match = re.match(r"(--[A-Za-z0-9-]+)(?:\s*=\s*|\s+|$)(.*)", text) or re.match(
@@ -208,7 +213,7 @@ def split_option(text: str) -> tuple[str, str]:
 def name_of(spec: str) -> str | None:
     """The canonical project name a requirement line asks for, when one can be told."""
     spec = spec.strip()
-    if _URL.match(spec) or spec.startswith((".", "/", "~")) or spec.lower().endswith(_ARCHIVES):
+    if _is_url(spec) or spec.startswith((".", "/", "~")) or spec.lower().endswith(_ARCHIVES):
         egg = _EGG.search(spec)
         if egg:
             return canonical_name(egg.group(1))

@@ -144,8 +144,11 @@ def mirror_status(dst: Path) -> dict[str, Any]:
         files = {}
     status: dict[str, Any] = {}
     for rel, entry in sorted(files.items()):
+        key = (entry.get("size"), entry.get("mtime_ns"))
         try:
-            present = os.stat(dst / rel).st_size == entry.get("size")
+            present = all(isinstance(n, int) for n in key) and holds_version(
+                dst, Path(rel), key, files
+            )
         except OSError:
             present = False
         status[rel] = {

@@ -142,10 +142,10 @@ def _check(
             path, message = _translate(issue)
             if path == ("version",) and message.startswith("unsupported"):
                 return None, [_problem(locate, path, message)]  # the rest is likely a new format
-            if path == ("run",) and isinstance(run, dict) and issue.kind == "invalid":
-                continue  # the cross-key rules of run, reported below with their exact key
             found.append((path, message))
     if isinstance(run, dict):
+        # A run with a bad key is never built, so its own rules did not run: ask the same rule
+        # of the mapping as given. What a built run already reported is not repeated (below).
         found += [(("run", *rel), message) for rel, message in entry_problems(run)]
     for path, text in _strings(data):
         found += [(path, message) for message in _placeholder_problems(path, text, environ)]

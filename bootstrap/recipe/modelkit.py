@@ -31,7 +31,8 @@ def spec(
 class Model:
     """Base of the recipe's models; subclasses are ``@dataclasses.dataclass(frozen=True,
     kw_only=True)`` with ``spec`` fields. ``rules`` run on a built model (cross-key checks);
-    a ValueError they raise is an issue at the model's own path."""
+    a ValueError they raise is an issue at the model's own path; an ``Invalid`` carries its
+    issues at paths relative to the model (the key each problem is about)."""
 
     rules: ClassVar[tuple[Callable[[Any], None], ...]] = ()
 
@@ -78,6 +79,9 @@ class ModelOf(Check):
         for rule in self.cls.rules:
             try:
                 rule(model)
+            except Invalid as exc:  # issues at keys of the model, each where it belongs
+                issues += [Issue((*path, *i.path), i.kind, i.message) for i in exc.issues]
+                return value
             except ValueError as exc:
                 self.fail(issues, path, str(exc))
                 return value

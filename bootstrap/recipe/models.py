@@ -22,6 +22,7 @@ from bootstrap.recipe.fields import (
     Custom,
     Duration,
     Int,
+    Invalid,
     Issue,
     KeyPath,
     ListOf,
@@ -198,8 +199,6 @@ def _one_command(step: PrepareSpec) -> None:
             "give exactly one of script or module"
             + (f" (got {', '.join(given)})" if given else ", e.g. script: prepare.py")
         )
-    if step.module is not None and not _is_dotted(step.module):
-        raise ValueError(f"expected a dotted module name, e.g. data.prepare, got {step.module!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -209,7 +208,7 @@ class PrepareSpec(Model):
     rules = (_one_command,)
 
     script: str | None = spec(_OPTIONAL_STR, None)
-    module: str | None = spec(_OPTIONAL_STR, None)
+    module: str | None = spec(Then(_OPTIONAL_STR, _module_name), None)
     args: tuple[str, ...] = spec(_TEXT_LIST, ())
     # Globs relative to {repo}; when given, the command is also re-run if any matches nothing.
     creates: tuple[str, ...] = spec(_globs('creates: "data/train.bin"'), ())
@@ -225,7 +224,7 @@ def _entry(run: RunSpec) -> None:
         {key: value for key, value in as_data(run).items() if value is not None}
     )
     if problems:
-        raise ValueError(problems[0][1])
+        raise Invalid([Issue(key, "invalid", message) for key, message in problems])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -278,9 +277,12 @@ class RunSpec(Model):
         return self.setup is not None
 
 
-def entry_problems(run: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
-    """Cross-key rules of ``run`` on a raw mapping: one entry point; loop mode keys together."""
-    problems: list[tuple[tuple[str, ...], str]] = []
+def entry_problems(run: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
+    """The cross-key rules of ``run``, on a mapping: one entry point; loop mode keys together.
+
+    ``RunSpec`` checks them once it is built; the recipe loader also asks here when a bad key
+    kept it from being built, so that every problem is reported at once."""
+    problems: list[tuple[KeyPath, str]] = []
     given = [key for key in ENTRY_KEYS if run.get(key) is not None]
     if len(given) != 1:
         detail = f" (got {', '.join(given)})" if given else ""

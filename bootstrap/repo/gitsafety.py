@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from bootstrap.errors import RepoError
+from bootstrap.values import is_scp_like, is_url, url_scheme
 
 if TYPE_CHECKING:  # GitPython runs `git version` when imported: keep it out of import time
     from git.exc import GitCommandError
 
 log = logging.getLogger(__name__)
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_SCP = re.compile(r"^([^@/\s]+)@([^:/\s]+):")  # git@github.com:me/repo.git
 _TRANSPORT = re.compile(r"^[A-Za-z0-9+.-]+::")  # ext::cmd, fd::, any remote helper
 _SCHEMES = {"https", "http", "ssh", "git", "file", "git+ssh", "ssh+git"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -34,21 +33,21 @@ _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 def describe_url(url: str) -> str:
     """``url`` safe to show: https://user:pw@host/x -> https://host/x; ssh keeps its user."""
-    match = _SCHEME.match(url)
-    if not match:
+    scheme = url_scheme(url)
+    if not scheme:
         return url
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
     if not at:
         return url
     user = userinfo.partition(":")[0]
-    keep = f"{user}@" if match.group(1).lower() in {"ssh", "git+ssh", "ssh+git"} and user else ""
+    keep = f"{user}@" if scheme in {"ssh", "git+ssh", "ssh+git"} and user else ""
     return parts._replace(netloc=keep + host).geturl()
 
 
 def resolve_local_path(url: str, base_dir: Path | None = None) -> Path | None:
     """The folder ``url`` names when it is a local path (relative to ``base_dir``), else None."""
-    if _SCHEME.match(url) or _SCP.match(url) or _TRANSPORT.match(url):
+    if is_url(url) or is_scp_like(url) or _TRANSPORT.match(url):
         return None
     path = Path(url).expanduser()
     if not path.is_absolute():
@@ -59,7 +58,7 @@ def resolve_local_path(url: str, base_dir: Path | None = None) -> Path | None:
 def check_url(url: str) -> None:
     """Refuse URLs that make git run commands or read options, before git ever sees them."""
     why = None
-    scheme = _SCHEME.match(url)
+    scheme = url_scheme(url)
     if not url.strip():
         why = "is empty"
     elif url.startswith("-"):
@@ -68,11 +67,11 @@ def check_url(url: str) -> None:
         why = "contains control characters"
     elif _TRANSPORT.match(url):
         why = "uses git's transport::address form, which can run commands"
-    elif scheme and scheme.group(1).lower() not in _SCHEMES:
-        why = f"uses the unsupported scheme {scheme.group(1)!r}"
-    elif (scheme or _SCP.match(url)) and not url.startswith("file:") and re.search(r"\s", url):
+    elif scheme and scheme not in _SCHEMES:
+        why = f"uses the unsupported scheme {scheme!r}"
+    elif (scheme or is_scp_like(url)) and not url.startswith("file:") and re.search(r"\s", url):
         why = "contains whitespace"
-    elif scheme or _SCP.match(url):
+    elif scheme or is_scp_like(url):
         netloc = urlsplit(url).netloc if scheme else url.partition(":")[0]
         if any(part.startswith("-") for part in re.split("[@:]", netloc)):
             why = "names a user or host starting with '-', which ssh would read as an option"
@@ -94,8 +93,7 @@ def check_ref(ref: str) -> None:
 
 def git_credentials(url: str, token: str | None) -> tuple[list[tuple[str, str]], list[str], str]:
     """Git config carrying ``token`` (or a URL's user:password), the secrets, the plain URL."""
-    match = _SCHEME.match(url)
-    scheme = match.group(1).lower() if match else ""
+    scheme = url_scheme(url) or ""
     if scheme not in {"http", "https"}:
         if token:
             log.warning("a token only applies to https URLs; not using it for %s", url)
@@ -139,8 +137,8 @@ def url_key(url: str) -> str:
     if local is not None:
         return str(local.resolve()).removesuffix("/.git")
     key = describe_url(url).rstrip("/").removesuffix(".git")
-    scheme = _SCHEME.match(key)
-    return key.lower() if not scheme else key[: scheme.end()].lower() + key[scheme.end() :]
+    scheme = url_scheme(key)
+    return key.lower() if scheme is None else scheme + key[len(scheme) :]
 
 
 _NETWORK = "check the network connection and the host name in repo.url"

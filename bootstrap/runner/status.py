@@ -6,7 +6,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bootstrap.mirror.files import newest_checkpoint
+from bootstrap.mirror.files import newest_checkpoint, stamp
+from bootstrap.mirror.restore import holds_version, load_manifest
 from bootstrap.plan import Plan
 from bootstrap.recipe.durations import format_duration
 from bootstrap.runner.launch import signal_name
@@ -38,9 +39,7 @@ def describe_status(plan: Plan, now: float | None = None) -> list[str]:
     if local is None and mirrored is None:
         lines.append("checkpoint   none yet")
     if local is not None:
-        rel = local.relative_to(plan.checkpoints)
-        copy = plan.mirror_dir / rel
-        safe = copy.is_file() and copy.stat().st_size == local.stat().st_size
+        safe = _mirrored(plan, local)
         lines.append(
             f"checkpoint   {local} ({_age(local, now)} old; "
             + ("mirrored)" if safe else "NOT mirrored yet)")
@@ -50,6 +49,16 @@ def describe_status(plan: Plan, now: float | None = None) -> list[str]:
     logs = sorted(plan.logs_dir.glob("attempt-*.log")) if plan.logs_dir.is_dir() else []
     lines.append(f"logs         {plan.logs_dir}" + (f" (latest: {logs[-1].name})" if logs else ""))
     return lines
+
+
+def _mirrored(plan: Plan, local: Path) -> bool:
+    """Whether the mirror holds this version of ``local``, by the mirror's own rule."""
+    try:
+        manifest = load_manifest(plan.mirror_dir)
+        rel = local.relative_to(plan.checkpoints)
+        return holds_version(plan.mirror_dir, rel, stamp(local.stat()), manifest)
+    except OSError:  # persist failing: nothing there can be counted on
+        return False
 
 
 def _age(path: Path, now: float) -> str:
