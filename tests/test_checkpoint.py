@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bootstrap.training import checkpoint_io, diskwrite
+from bootstrap.training import diskwrite, serialization
 from bootstrap.training.checkpoint import Checkpointer, list_generations
 
 
@@ -65,7 +65,7 @@ def test_files_are_torch_save_bytes_without_the_crc32s(tmp_path: Path) -> None:
     # differently: the bytes are torch.save's under torch's own no-CRC setting.
     state = _Tensors({"big": torch.randn(3_000_000), "bf16": torch.randn(5).bfloat16()})
     ours = io.BytesIO()
-    checkpoint_io.serialize({"objects": state.state_dict(), "step": 3}, ours)
+    serialization.serialize({"objects": state.state_dict(), "step": 3}, ours)
     assert torch.serialization.get_crc32_options()  # the global setting was left alone
     try:
         torch.serialization.set_crc32_options(False)
@@ -147,13 +147,13 @@ def test_a_torch_of_another_shape_gets_plain_torch_save(monkeypatch: pytest.Monk
         inner(obj, zip_file, pickle_module, pickle_protocol, _disable_byteorder_record)
 
     monkeypatch.setattr(torch.serialization, "_save", reshaped)
-    checkpoint_io._crc_free_parts_present.cache_clear()
+    serialization._crc_free_parts_present.cache_clear()
     try:
         target = io.BytesIO()
-        checkpoint_io.serialize({"x": torch.arange(4)}, target)
+        serialization.serialize({"x": torch.arange(4)}, target)
     finally:
         monkeypatch.undo()
-        checkpoint_io._crc_free_parts_present.cache_clear()
+        serialization._crc_free_parts_present.cache_clear()
     target.seek(0)
     with zipfile.ZipFile(target) as archive:
         assert archive.testzip() is None  # torch.save's CRC32s are there and right

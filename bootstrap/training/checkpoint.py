@@ -35,15 +35,11 @@ from typing import Any, BinaryIO, cast
 import torch
 
 from bootstrap.fsutil import atomic_writer
-from bootstrap.training.checkpoint_io import (
-    GeneratorState,
-    Staging,
-    capture_rng,
-    refuse_what_restore_cannot_load,
-    restore_rng,
-    serialize,
-)
 from bootstrap.training.diskwrite import checkpoint_file
+from bootstrap.training.rng_state import GeneratorState, capture_rng, restore_rng
+from bootstrap.training.serialization import serialize
+from bootstrap.training.staging import Staging
+from bootstrap.training.weights_only import refuse_what_restore_cannot_load
 
 log = logging.getLogger(__name__)
 
