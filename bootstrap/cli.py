@@ -136,12 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bootstrap.runner.status import describe_status
 
             sys.stdout.write("\n".join(describe_status(plan)) + "\n")
-            return ExitCode.FINISHED
+            return int(ExitCode.FINISHED)
         if args.dry_run:
             from bootstrap.runner.dryrun import describe_plan
 
             sys.stdout.write("\n".join(describe_plan(plan, options)) + "\n")
-            return ExitCode.FINISHED
+            return int(ExitCode.FINISHED)
         debug_log = _add_debug_log(plan.run_dir)
         if not args.quiet:
             reporter.message(
@@ -181,9 +181,11 @@ def _print_error(
 
 
 def _print_summary(reporter: ConsoleReporter, plan: Plan, outcome: Outcome) -> None:
-    style = {0: "bold green", 5: "bold yellow", 130: "bold yellow"}.get(
-        outcome.exit_code, "bold red"
-    )
+    style = {
+        ExitCode.FINISHED: "bold green",
+        ExitCode.TIME_LIMIT: "bold yellow",
+        ExitCode.INTERRUPTED: "bold yellow",
+    }.get(outcome.exit_code, "bold red")
     reporter.message(f"{plan.name}: {outcome.message}", style=style)
     if outcome.resumed_from is not None:
         reporter.message(f"  resumed from  {outcome.resumed_from}")

@@ -83,6 +83,11 @@ class HostError(StepError):
     """The machine cannot run this recipe as it is (Drive not mounted, no GPU, ...)."""
 
 
+class DriveNotMounted(HostError):
+    """The recipe or a storage root is on Google Drive, which is not mounted: a notebook
+    kernel can mount it and try again; a ``!`` cell cannot."""
+
+
 class RepoError(StepError):
     """Cloning, updating or copying the repository failed."""
 
@@ -97,9 +102,3 @@ class PrepareError(StepError):
 
 class DataError(StepError):
     """Staging a data item failed."""
-
-
-class TrainingFailed(BootstrapError):
-    """The training kept failing after its restarts."""
-
-    exit_code = ExitCode.TRAINING_FAILED

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from bootstrap.errors import HostError
+from bootstrap.errors import DriveNotMounted
 from bootstrap.options import Options
 from bootstrap.runner.pipeline import execute, make_plan
 from bootstrap.runner.setup import setup
@@ -190,10 +190,11 @@ def run(
 
 
 def _plan(options: Options, mount_drive: bool) -> Plan:
-    """make_plan, mounting Drive first when it is missing and this is a Colab kernel."""
+    """make_plan, mounting Drive first when it is missing and this is a Colab kernel. Only
+    that error mounts: a mount cannot help "gpu: required" on a CPU runtime."""
     try:
         return make_plan(options)
-    except HostError:
+    except DriveNotMounted:
         if not (mount_drive and _mount_drive_in_kernel()):
             raise
         return make_plan(options)  # Drive is mounted now

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bootstrap.errors import HostError, Problem, RecipeError
+from bootstrap.errors import DriveNotMounted, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
 from bootstrap.recipe.models import PrepareSpec, Recipe
 from bootstrap.recipe.placeholders import expand, expand_env_only
@@ -134,7 +134,7 @@ def resolve_plan(
         ("scratch", scratch_root, scratch_origin),
     ):
         if host.on_unmounted_drive(root):
-            raise HostError(
+            raise DriveNotMounted(
                 f"storage.{kind} is {root} ({origin}), on Google Drive, but Drive is not "
                 f"mounted at {host.content_dir / 'drive'}: the run's files would go to the "
                 "VM's disk and be lost with it",
@@ -245,7 +245,7 @@ def _storage_root(
         if kind == "scratch":
             return host.content_dir, "auto (Colab local disk)"
         if not host.drive_mounted:
-            raise HostError(
+            raise DriveNotMounted(
                 f"storage.persist is auto on Colab, but Google Drive is not mounted at "
                 f"{host.drive_root}",
                 hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first, "

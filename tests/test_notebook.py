@@ -104,3 +104,23 @@ def test_public_names_are_not_shadowed_by_submodules() -> None:
             importlib.import_module(info.name)
     for name in ("prepare", "run"):
         assert callable(getattr(bootstrap, name)), name
+
+
+def test_only_an_unmounted_drive_makes_the_kernel_mount_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Every HostError once led to drive.mount(), "gpu: required" on a CPU runtime included.
+    from bootstrap import notebook
+    from bootstrap.errors import DriveNotMounted, HostError
+
+    mounts: list[str] = []
+    monkeypatch.setattr(notebook, "_mount_drive_in_kernel", lambda: mounts.append("m") or True)
+    errors = [HostError("gpu: required, but this runtime has no GPU")]
+    monkeypatch.setattr(notebook, "make_plan", lambda options: (_ for _ in ()).throw(errors[0]))
+    with pytest.raises(HostError, match="no GPU"):
+        notebook.prepare(tmp_path / "r.yaml")
+    assert mounts == []
+    errors[0] = DriveNotMounted("the recipe is on Google Drive, which is not mounted")
+    with pytest.raises(DriveNotMounted):  # mounted, tried again, and (here) still failing
+        notebook.prepare(tmp_path / "r.yaml")
+    assert mounts == ["m"]

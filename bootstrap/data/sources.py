@@ -4,7 +4,8 @@
 marker (the URL's sha256, since it may carry a token; path, size and mtime_ns for a file; file
 count, bytes and newest mtime for a folder). ``open_source`` opens a file or a download as a byte
 stream, and ``SourceReader`` reads that stream in 1 MiB chunks, hashing and reporting the bytes
-as they pass. ``Inflater`` inflates a gzip stream in a thread of its own.
+as they pass. (Inflating a gzip stream in a thread of its own is the GNU tar path's job:
+``gnutar.inflate``.)
 """
 
 from __future__ import annotations

@@ -100,11 +100,6 @@ def _parse(text: str, start: int = 0, nested: bool = False) -> tuple[tuple[_Toke
     return tuple(tokens), i
 
 
-def check_syntax(text: str) -> None:
-    """Raise PlaceholderError when ``text`` is not a valid template."""
-    _parse(text)
-
-
 def find_placeholders(text: str) -> set[str]:
     """The ``{name}`` placeholders in ``text``, defaults of ``${VAR:-...}`` included."""
     found: set[str] = set()

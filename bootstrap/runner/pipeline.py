@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bootstrap.errors import ExitCode, HostError, UsageError
+from bootstrap.errors import DriveNotMounted, ExitCode, HostError, UsageError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host, detect_host
 from bootstrap.mirror.files import find_checkpoints, newest_checkpoint, stamp
 from bootstrap.mirror.restore import holds_version, load_manifest
@@ -46,7 +46,7 @@ def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Pla
     recipe_path = Path(options.recipe).absolute()
     if host.on_unmounted_drive(recipe_path) and not recipe_path.exists():
         # The README keeps recipes on Drive: "not found" would send the user to the path.
-        raise HostError(
+        raise DriveNotMounted(
             f"the recipe {recipe_path} is on Google Drive, which is not mounted at "
             f"{host.content_dir / 'drive'}",
             hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first",
