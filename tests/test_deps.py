@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.deps.install import InstallResult, install_requirements
-from bootstrap.deps.requirements import canonical_name, logical_lines, name_of
+from bootstrap.deps.requirements import asks_any_version, canonical_name, logical_lines, name_of
 from bootstrap.errors import InstallError
 
 STATUS = (
@@ -413,3 +413,20 @@ def test_name_of(spec: str, name: str | None) -> None:
 def test_logical_lines_join_continuations_and_drop_comments() -> None:
     text = "# head\nalpha \\\n  >=1.0  # why\n\nurl#egg=x\n  # indented\nbeta \\\n"
     assert list(logical_lines(text)) == [(2, "alpha   >=1.0"), (5, "url#egg=x"), (7, "beta")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "any_version"),
+    [
+        ("torch", True),
+        ("Torch[cuda]", True),
+        ("torch ; sys_platform == 'linux'", True),  # a marker limits where, not which version
+        ("torch==2.1", False),
+        ("torch>=2,<3", False),
+        ("torch @ https://example.com/torch-2.1-cp311-none-any.whl", False),
+        ("./vendored/torch", False),
+    ],
+)
+def test_asks_any_version(spec: str, any_version: bool) -> None:
+    # Decides between "kept torch (asks for any version)" and "held torch at ... (asked for ...)".
+    assert asks_any_version(spec) is any_version

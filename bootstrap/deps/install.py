@@ -48,16 +48,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bootstrap.deps.requirements import RequirementsReader, canonical_name, requirement_sources
+from bootstrap.deps.requirements import (
+    RequirementsReader,
+    asks_any_version,
+    canonical_name,
+    requirement_sources,
+)
 from bootstrap.errors import InstallError
 from bootstrap.fsutil import Marker, atomic_write_text
 from bootstrap.progress import ProgressFactory, no_progress
 
-__all__ = ["InstallResult", "Installer", "canonical_name", "install_requirements"]
+__all__ = ["InstallResult", "Installer", "install_requirements"]
 
 log = logging.getLogger(__name__)
 
-_ANY_VERSION = re.compile(r"[A-Za-z0-9._-]+(\[[^\]]*\])?")
 _MARKER_VERSION = 1  # bump when what an install does for the same inputs changes
 _TAIL_LINES = 20
 _SHOWN = re.compile(
@@ -66,6 +70,7 @@ _SHOWN = re.compile(
 )
 _COUNTED = re.compile(r"\s*(Collecting |\+ )")
 _USERINFO = re.compile(r"(://)[^/@\s]+@")
+# Run by the training's interpreter, which may lack packaging: PEP 503 names by hand there.
 _VERSIONS = """
 import json, re, sys
 from importlib import metadata
@@ -147,7 +152,7 @@ def install_requirements(
         log.debug("requirements unchanged since the last install; skipping")
         return InstallResult(True, name, held, reader.files, time.monotonic() - started, log_path)
     for who, version, spec, origin in reader.reports:
-        if _ANY_VERSION.fullmatch(spec.strip()):
+        if asks_any_version(spec):
             # A bare `torch` line is satisfied by what is installed: nothing was overridden.
             log.debug("kept %s %s (%s asks for any version)", who, version, origin)
         else:

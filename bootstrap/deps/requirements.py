@@ -18,19 +18,30 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from bootstrap.errors import InstallError
 from bootstrap.values import is_url
 
 REQUIREMENTS_KEY = "install.requirements"  # the recipe key named in messages
 _COMMENT = re.compile(r"(^|\s+)#.*$")
-_NAME = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)", re.S)
 _ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 _EGG = re.compile(r"[#&]egg=([A-Za-z0-9._-]+)")
 
 
 def canonical_name(name: str) -> str:
     """PEP 503: ``Torch_Vision`` and ``torch-vision`` are the same package."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return str(canonicalize_name(name))
+
+
+def asks_any_version(spec: str) -> bool:
+    """Whether a requirement is satisfied by any version (``torch``, ``torch[cuda]``)."""
+    try:
+        requirement = Requirement(spec)
+    except InvalidRequirement:
+        return False
+    return not requirement.specifier and requirement.url is None
 
 
 def requirement_sources(
@@ -218,11 +229,11 @@ def name_of(spec: str) -> str | None:
         if egg:
             return canonical_name(egg.group(1))
         last = spec.split("#")[0].rstrip("/").rsplit("/", 1)[-1]
+        # A wheel's name is its first dash-separated part (dashes in it are escaped). Not
+        # packaging's parse_wheel_filename: it refuses names seen in real URLs, such as
+        # torch-2.0.0%2Bcu118-cp310-linux.whl. An sdist or a folder keeps its name inside.
         return canonical_name(last.split("-")[0]) if last.lower().endswith(".whl") else None
-    match = _NAME.fullmatch(spec)
-    if match is None:
+    try:
+        return canonical_name(Requirement(spec).name)
+    except InvalidRequirement:  # e.g. "pkg/sub": a path, not a name
         return None
-    rest = match.group(3)
-    if rest and rest[0] not in "@<>=!~;(" and not rest.startswith(" "):
-        return None  # e.g. "pkg/sub": a path, not a name
-    return canonical_name(match.group(1))
