@@ -15,7 +15,7 @@ from typing import Any
 
 from bootstrap.errors import DriveNotMounted, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
-from bootstrap.recipe.models import PrepareSpec, Recipe
+from bootstrap.recipe.models import DataItem, PrepareSpec, Recipe
 from bootstrap.recipe.placeholders import expand, expand_env_only
 from bootstrap.values import is_scp_like, is_url
 
@@ -121,7 +121,74 @@ def resolve_plan(
     environ: Mapping[str, str] | None = None,
     now: float | None = None,
 ) -> Plan:
+    """Every path and value of the run, from the recipe, the host and the command line."""
     env = dict(os.environ if environ is None else environ)
+    base = recipe.base_dir
+    roots = _storage_roots(recipe, host, persist, scratch, smoke, env)
+    name = recipe.name
+    values = {
+        "persist": str(roots.persist),
+        "scratch": str(roots.scratch),
+        "name": name,
+        "run": str(roots.persist / "runs" / name),
+        "ckpt": str(roots.scratch / "checkpoints" / name),
+    }
+    repo = recipe.repo
+    clone_dir = (roots.persist if repo.into == "persist" else roots.scratch) / "repos" / name
+    work_dir = clone_dir / _expand(repo.path, values, env, "repo.path") if repo.path else clone_dir
+    values["repo"] = str(work_dir)
+    repo_url = _expand(repo.url, values, env, "repo.url")
+    if not (is_url(repo_url) or is_scp_like(repo_url)):
+        repo_url = str(_path(repo_url, base))
+    run = recipe.run
+    time_zero = host.boot_time if host.on_colab else (time.time() if now is None else now)
+    return Plan(
+        recipe=recipe,
+        host=host,
+        smoke=smoke,
+        persist=roots.persist,
+        scratch=roots.scratch,
+        persist_origin=roots.persist_origin,
+        scratch_origin=roots.scratch_origin,
+        run_dir=Path(values["run"]),
+        clone_dir=clone_dir,
+        work_dir=work_dir,
+        repo_url=repo_url,
+        checkpoints=_path(_expand(run.checkpoints, values, env, "run.checkpoints"), base),
+        data=tuple(_data_step(i, item, values, env, base) for i, item in enumerate(recipe.data)),
+        prepare=tuple(
+            _prepare_step(i, step, work_dir, values, env) for i, step in enumerate(run.prepare)
+        ),
+        entry=_expand(run.entry, values, env, f"run.{run.entry_kind}"),
+        args=tuple(_expand(a, values, env, "run.args") for a in run.args),
+        # {checkpoint} is only known at launch; ${VAR} is read now, like everything else.
+        resume_args=(
+            tuple(expand_env_only(a, env) for a in run.resume) if run.resume is not None else None
+        ),
+        kwargs=_expand_tree(dict(run.kwargs), values, env, "run.kwargs"),
+        env={k: _expand(v, values, env, f"run.env.{k}") for k, v in run.env.items()},
+        deadline=time_zero + run.time_limit if run.time_limit is not None else None,
+        values=values,
+    )
+
+
+@dataclass(frozen=True)
+class _Roots:
+    persist: Path
+    scratch: Path
+    persist_origin: str  # which setting chose it, for --dry-run
+    scratch_origin: str
+
+
+def _storage_roots(
+    recipe: Recipe,
+    host: Host,
+    persist: str | None,
+    scratch: str | None,
+    smoke: bool,
+    env: Mapping[str, str],
+) -> _Roots:
+    """The two storage roots: the command line, then the environment, then the recipe."""
     base = recipe.base_dir
     persist_root, persist_origin = _storage_root(
         "persist", persist, env, recipe.storage.persist, host, smoke, base
@@ -140,69 +207,27 @@ def resolve_plan(
                 "VM's disk and be lost with it",
                 hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first",
             )
-    if smoke:
-        # A smoke run is a run of its own: off Colab both would share the same roots, and the
-        # smoke run's checkpoints would resume the real run, or its end mark it finished.
-        persist_root, scratch_root = persist_root / SMOKE_DIR, scratch_root / SMOKE_DIR
-        persist_origin += f", {SMOKE_DIR}/ for --smoke"
-        scratch_origin += f", {SMOKE_DIR}/ for --smoke"
-    name = recipe.name
-    values = {
-        "persist": str(persist_root),
-        "scratch": str(scratch_root),
-        "name": name,
-        "run": str(persist_root / "runs" / name),
-        "ckpt": str(scratch_root / "checkpoints" / name),
-    }
-    repo = recipe.repo
-    clone_parent = persist_root if repo.into == "persist" else scratch_root
-    clone_dir = clone_parent / "repos" / name
-    work_dir = clone_dir / _expand(repo.path, values, env, "repo.path") if repo.path else clone_dir
-    values["repo"] = str(work_dir)
-
-    repo_url = _expand(repo.url, values, env, "repo.url")
-    if not (is_url(repo_url) or is_scp_like(repo_url)):
-        repo_url = str(_path(repo_url, base))
-
-    data = tuple(
-        DataStep(
-            index=i,
-            source=_source(_expand(item.source, values, env, f"data[{i}].source"), base),
-            dest=_path(_expand(item.to, values, env, f"data[{i}].to"), base),
-            sha256=item.sha256,
-        )
-        for i, item in enumerate(recipe.data)
+    if not smoke:
+        return _Roots(persist_root, scratch_root, persist_origin, scratch_origin)
+    # A smoke run is a run of its own: off Colab both would share the same roots, and the
+    # smoke run's checkpoints would resume the real run, or its end mark it finished.
+    return _Roots(
+        persist_root / SMOKE_DIR,
+        scratch_root / SMOKE_DIR,
+        persist_origin + f", {SMOKE_DIR}/ for --smoke",
+        scratch_origin + f", {SMOKE_DIR}/ for --smoke",
     )
-    run = recipe.run
-    prepare = tuple(
-        _prepare_step(i, step, work_dir, values, env) for i, step in enumerate(run.prepare)
-    )
-    time_zero = host.boot_time if host.on_colab else (time.time() if now is None else now)
-    return Plan(
-        recipe=recipe,
-        host=host,
-        smoke=smoke,
-        persist=persist_root,
-        scratch=scratch_root,
-        persist_origin=persist_origin,
-        scratch_origin=scratch_origin,
-        run_dir=Path(values["run"]),
-        clone_dir=clone_dir,
-        work_dir=work_dir,
-        repo_url=repo_url,
-        checkpoints=_path(_expand(run.checkpoints, values, env, "run.checkpoints"), base),
-        data=data,
-        prepare=prepare,
-        entry=_expand(run.entry, values, env, f"run.{run.entry_kind}"),
-        args=tuple(_expand(a, values, env, "run.args") for a in run.args),
-        # {checkpoint} is only known at launch; ${VAR} is read now, like everything else.
-        resume_args=(
-            tuple(expand_env_only(a, env) for a in run.resume) if run.resume is not None else None
-        ),
-        kwargs=_expand_tree(dict(run.kwargs), values, env, "run.kwargs"),
-        env={k: _expand(v, values, env, f"run.env.{k}") for k, v in run.env.items()},
-        deadline=time_zero + run.time_limit if run.time_limit is not None else None,
-        values=values,
+
+
+def _data_step(
+    index: int, item: DataItem, values: Mapping[str, str], env: Mapping[str, str], base: Path
+) -> DataStep:
+    source = _expand(item.source, values, env, f"data[{index}].source")
+    return DataStep(
+        index=index,
+        source=source if is_url(source) else str(_path(source, base)),
+        dest=_path(_expand(item.to, values, env, f"data[{index}].to"), base),
+        sha256=item.sha256,
     )
 
 
@@ -276,7 +301,3 @@ def _expand_tree(value: Any, values: Mapping[str, str], env: Mapping[str, str], 
 def _path(text: str, base: Path) -> Path:
     path = Path(text).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
-
-
-def _source(text: str, base: Path) -> str:
-    return text if is_url(text) else str(_path(text, base))

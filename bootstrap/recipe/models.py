@@ -36,6 +36,7 @@ from bootstrap.recipe.fields import (
     describe,
 )
 from bootstrap.recipe.modelkit import Model, ModelOf, as_data, spec
+from bootstrap.values import sha256_digest
 
 SUPPORTED_VERSION = 1
 ENTRY_KEYS = ("script", "module", "callable")
@@ -104,12 +105,7 @@ def _env_name(value: str | None) -> str | None:
 
 
 def _sha256(value: str | None) -> str | None:
-    if value is None:
-        return None
-    digest = value.strip().lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"expected 64 hexadecimal characters (a SHA-256), got {value!r}")
-    return digest
+    return None if value is None else sha256_digest(value)
 
 
 def _module_name(value: str | None) -> str | None:
