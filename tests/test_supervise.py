@@ -186,3 +186,31 @@ def test_terminal_stdin_gives_the_training_a_tty_with_a_size(
     assert "size 24 120" in result.stdout
     closed = _recipe(tmp_path, script)  # the default: no terminal
     assert "tty False" in sandbox.cli(closed, "--fresh").stdout
+
+
+def test_decide_reads_as_a_table() -> None:
+    # The attempt loop's decisions, without launching anything.
+    from bootstrap.errors import ExitCode
+    from bootstrap.runner.attempts import AttemptResult, Ending, decide
+    from bootstrap.runner.state import FAILED, FINISHED, INTERRUPTED, STOPPED
+
+    def attempt(code: int, **kw: object) -> AttemptResult:
+        facts = {"stop_reason": None, "past_deadline": False, "quick": True, "progressed": False}
+        return AttemptResult(code=code, newest=None, **{**facts, **kw})  # type: ignore[arg-type]
+
+    def run(result: AttemptResult, attempts: int = 2, left: int = 2, callable_: bool = False):
+        return decide(
+            result, attempts=attempts, restarts_left=left, restarts=3, callable_entry=callable_
+        )
+
+    assert run(attempt(0)) == Ending(FINISHED)
+    assert run(attempt(0, past_deadline=True)) == Ending(STOPPED)
+    assert run(attempt(-2, stop_reason=INTERRUPTED)) == Ending(INTERRUPTED)
+    assert run(attempt(1, progressed=True)) is None  # a crash after progress: restart
+    assert run(attempt(1), attempts=1) is None  # the first crash is never a loop
+    loop = run(attempt(1))
+    assert loop is not None and loop.status == FAILED and "crash loop" in loop.reason
+    assert run(attempt(1, progressed=True), left=0).reason.endswith("(run.restarts: 3)")
+    missing = run(attempt(78), callable_=True)
+    assert missing is not None and missing.exit_code == ExitCode.USAGE
+    assert run(attempt(78, progressed=True)) is None  # a script's own 78 is a crash

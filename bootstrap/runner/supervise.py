@@ -26,6 +26,16 @@ from bootstrap.mirror.files import newest_checkpoint
 from bootstrap.mirror.thread import CheckpointMirror
 from bootstrap.plan import Plan
 from bootstrap.recipe.durations import format_duration
+from bootstrap.runner.attempts import (
+    CRASH_LOOP_SECONDS,
+    AttemptResult,
+    Ending,
+    Tally,
+    changed,
+    decide,
+    ending_message,
+    stop_ending,
+)
 from bootstrap.runner.launch import (
     OutputSink,
     TrainingProcess,
@@ -34,8 +44,6 @@ from bootstrap.runner.launch import (
     describe_exit,
 )
 from bootstrap.runner.state import (
-    FAILED,
-    FINISHED,
     INTERRUPTED,
     PAUSED,
     RUNNING,
@@ -43,12 +51,9 @@ from bootstrap.runner.state import (
     AttemptRecord,
     RunState,
 )
-from bootstrap.training.child import EXIT_ENTRY_POINT
 
 log = logging.getLogger(__name__)
 
-# A restarted attempt that dies this soon, having written no checkpoint, is a crash loop.
-CRASH_LOOP_SECONDS = 60.0
 _POLL = 0.1
 # How long the last mirror pass may take: a large checkpoint on a slow Drive, but bounded.
 FINAL_MIRROR_SECONDS = 300.0
@@ -140,9 +145,6 @@ class Supervisor:
 
     def run(self) -> Outcome:
         run = self.plan.recipe.run
-        restarts_left = run.restarts
-        first_resume: Path | None = None
-        attempts_here = 0
         self._check_script()
         if run.stop_after is not None:
             self._session_end = self.clock() + run.stop_after
@@ -150,72 +152,70 @@ class Supervisor:
         self.mirror.start()
         try:
             with self._signals():
-                while True:
-                    if limit := self._limit_reached():
-                        self._stop_reason = self._stop_reason or limit
-                    if self._stop_reason is not None:
-                        return self._stopped(attempts_here, first_resume)
-                    newest = newest_checkpoint(self.plan.checkpoints, run.match)
-                    resume: list[str] = []
-                    if newest is not None and self.plan.resume_args is not None:
-                        resume = self.plan.resume_for(newest)
-                    if attempts_here == 0:
-                        first_resume = newest if resume else None
-                    attempts_here += 1
-                    started = self.clock()
-                    code = self._attempt(resume, newest if resume else None)
-                    if self._stop_reason is not None:
-                        return self._stopped(attempts_here, first_resume)
-                    if code == 0 and self._deadline_passed():
-                        # It saw the deadline itself (Checkpointer.should_stop) and exited
-                        # before our next poll: still a stop at the time limit, not the end.
-                        return self._finish(STOPPED, attempts_here, first_resume)
-                    if code == 0:
-                        return self._finish(FINISHED, attempts_here, first_resume)
-                    if code == EXIT_ENTRY_POINT and run.entry_kind == "callable":
-                        # bootstrap.training.child found no such module or function: every restart
-                        # would fail the same way, so say what to fix instead.
-                        return self._finish(
-                            FAILED,
-                            attempts_here,
-                            first_resume,
-                            "the recipe's entry point was not found (the error line above "
-                            "says which); fix run.callable or run.setup",
-                            ExitCode.USAGE,
-                        )
-                    after = newest_checkpoint(self.plan.checkpoints, run.match)
-                    progressed = _stamp(after) != _stamp(newest)
-                    quick = self.clock() - started < CRASH_LOOP_SECONDS
-                    how = describe_exit(code)
-                    if restarts_left <= 0:
-                        return self._finish(
-                            FAILED,
-                            attempts_here,
-                            first_resume,
-                            f"the training {how} and no restarts are left "
-                            f"(run.restarts: {run.restarts})",
-                        )
-                    if attempts_here > 1 and quick and not progressed:
-                        return self._finish(
-                            FAILED,
-                            attempts_here,
-                            first_resume,
-                            f"the training {how} again within {int(CRASH_LOOP_SECONDS)} s "
-                            "without writing a checkpoint: a crash loop, so it is not relaunched",
-                        )
-                    restarts_left -= 1
-                    log.warning(
-                        "the training %s; restarting (restart %d of %d)%s",
-                        how,
-                        run.restarts - restarts_left,
-                        run.restarts,
-                        f", resuming from {after.name}"
-                        if after and self.plan.resume_args is not None
-                        else "",
-                    )
+                return self._attempt_loop()
         finally:
             if not self._mirrored:  # an unexpected error: still save what can be saved
                 self.mirror.stop(timeout=self._final_mirror_timeout())
+
+    def _attempt_loop(self) -> Outcome:
+        """Launch attempts until a stop comes between two or ``decide`` ends the run."""
+        run = self.plan.recipe.run
+        tally = Tally(restarts_left=run.restarts)
+        while (ending := self._stop_before_launch()) is None:
+            result = self._run_attempt(tally)
+            ending = decide(
+                result,
+                attempts=tally.attempts,
+                restarts_left=tally.restarts_left,
+                restarts=run.restarts,
+                callable_entry=run.entry_kind == "callable",
+            )
+            if ending is not None:
+                break
+            tally.restarts_left -= 1
+            self._log_restart(result, tally.restarts_left)
+        return self._finish(ending, tally.attempts, tally.first_resume)
+
+    def _stop_before_launch(self) -> Ending | None:
+        if limit := self._limit_reached():
+            self._stop_reason = self._stop_reason or limit
+        return None if self._stop_reason is None else stop_ending(self._stop_reason)
+
+    def _run_attempt(self, tally: Tally) -> AttemptResult:
+        """One attempt, resumed from the newest checkpoint when run.resume says how; measured."""
+        match = self.plan.recipe.run.match
+        newest = newest_checkpoint(self.plan.checkpoints, match)
+        resume: list[str] = []
+        if newest is not None and self.plan.resume_args is not None:
+            resume = self.plan.resume_for(newest)
+        if tally.attempts == 0:
+            tally.first_resume = newest if resume else None
+        tally.attempts += 1
+        started = self.clock()
+        code = self._launch(resume, newest if resume else None)
+        # Read at once: a Stop that comes later is seen before the next launch instead.
+        stop_reason = self._stop_reason
+        past_deadline = self._deadline_passed()
+        after = newest_checkpoint(self.plan.checkpoints, match)
+        return AttemptResult(
+            code=code,
+            stop_reason=stop_reason,
+            past_deadline=past_deadline,
+            quick=self.clock() - started < CRASH_LOOP_SECONDS,
+            progressed=changed(newest, after),
+            newest=after,
+        )
+
+    def _log_restart(self, result: AttemptResult, restarts_left: int) -> None:
+        restarts = self.plan.recipe.run.restarts
+        after = result.newest
+        log.warning(
+            "the training %s; restarting (restart %d of %d)%s",
+            describe_exit(result.code),
+            restarts - restarts_left,
+            restarts,
+            f", resuming from {after.name}" if after and self.plan.resume_args is not None else "",
+        )
 
     def _check_script(self) -> None:
         """Fail before launching when run.script is not a file (Python would only crash)."""
@@ -233,7 +233,7 @@ class Supervisor:
         )
         raise EntryPointMissing(f"run.script: {path} is not a file", hint=hint)
 
-    def _attempt(self, resume: list[str], resumed_from: Path | None) -> int:
+    def _launch(self, resume: list[str], resumed_from: Path | None) -> int:
         number = len(self.state.attempts) + 1
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         log_path = self.plan.logs_dir / f"attempt-{number:03d}-{stamp}.log"
@@ -310,53 +310,16 @@ class Supervisor:
 
     # -- endings ---------------------------------------------------------------------------
 
-    def _stopped(self, attempts: int, first_resume: Path | None) -> Outcome:
-        if self._stop_reason in (STOPPED, PAUSED):
-            return self._finish(self._stop_reason, attempts, first_resume)
-        return self._finish(INTERRUPTED, attempts, first_resume)
-
-    def _finish(
-        self,
-        status: str,
-        attempts: int,
-        first_resume: Path | None,
-        reason: str = "",
-        exit_code: ExitCode | None = None,
-    ) -> Outcome:
+    def _finish(self, ending: Ending, attempts: int, first_resume: Path | None) -> Outcome:
         # The final mirror pass, before the state says we are done. Bounded: a hung Drive
         # must not hang the cell forever (the files stay on scratch and in the next run).
         # (the mirror itself warns about anything it could not copy)
         self.mirror.stop(timeout=self._final_mirror_timeout())
         self._mirrored = True
-        self.state.status = status
+        self.state.status = ending.status
         self.state.save(self.plan.state_file)
         last = newest_checkpoint(self.plan.checkpoints, self.plan.recipe.run.match)
-        code, message = {
-            FINISHED: (ExitCode.FINISHED, "the training finished"),
-            STOPPED: (
-                ExitCode.TIME_LIMIT,
-                f"stopped at the time limit; {self.rerun} to continue",
-            ),
-            PAUSED: (
-                ExitCode.FINISHED,
-                f"stopped after {format_duration(self.plan.recipe.run.stop_after or 0)} as "
-                f"run.stop_after asks; {self.rerun} to continue",
-            ),
-            INTERRUPTED: (
-                ExitCode.INTERRUPTED,
-                f"interrupted; {self.rerun} to continue",
-            ),
-            FAILED: (ExitCode.TRAINING_FAILED, f"the training failed: {reason}"),
-        }[status]
-        return Outcome(
-            status, code if exit_code is None else exit_code, attempts, first_resume, last, message
+        code, message = ending_message(
+            ending, rerun=self.rerun, stop_after=self.plan.recipe.run.stop_after
         )
-
-
-def _stamp(path: Path | None) -> tuple[str, int] | None:
-    if path is None:
-        return None
-    try:
-        return (str(path), path.stat().st_mtime_ns)
-    except OSError:
-        return None
+        return Outcome(ending.status, code, attempts, first_resume, last, message)
