@@ -1,23 +1,28 @@
 """The fast tar path: GNU tar writes the files, fed only members that we validated first.
 
+This module is its entry point: ``tools_for`` (can it run here), ``writer_count`` (how many
+tars) and ``extract_tar_gnu``, which starts the parts (listed in ``bootstrap.data.gnutar``),
+feeds the validated members through them and maps what stops them to the error to report.
+
 Why. Python's tarfile is ~7x slower than GNU tar on many small files (per-member Python work
 and the ``data`` filter's ``realpath`` calls). The manual way (copy the archive, then ``tar
 -xf``) reads the archive twice; this path reads the source once, as a stream, so it can beat it.
 
 How. One pass over the source: the caller's ``SourceReader`` (sha256 and progress on the source
-bytes) is read, for gzip, by an ``Inflater`` thread (zlib drops the GIL: 40% less CPU than the
-gzip program, and no pipe hop), and for bzip2 and xz by a feeder thread that fills a decompressor
-process (``lbzip2``/``pbzip2``/``bzip2``, ``xz``). The main thread reads the plain tar stream, and
-``TarRewriter`` (``rewriter`` beside this) checks each member with ``MemberGuard`` and only then
-writes it to ``tar -x -f -`` with a header rebuilt from the validated values; with spare cores,
-to one of several such tars (``writer_count``). Decompression, validation and file creation run
-at once. Measured (tests/bench_staging.py, README): big files stage faster than cp + ``tar
--xf``; 20,000 small files cost about the same, because on 2 vCPUs the Python work per member
-(~7 us) and the kernel's file creation (most of tar's time) share the two cores.
+bytes) is read (``decompress``), for gzip, by an ``Inflater`` thread (zlib drops the GIL: 40%
+less CPU than the gzip program, and no pipe hop), and for bzip2 and xz by a feeder thread that
+fills a decompressor process (``lbzip2``/``pbzip2``/``bzip2``, ``xz``). The main thread reads the
+plain tar stream, and ``TarRewriter`` (``rewriter``) checks each member with ``MemberGuard`` and
+only then writes it to ``tar -x -f -`` (``processes``) with a header rebuilt from the validated
+values; with spare cores, to one of several such tars (``writer_count``). Decompression,
+validation and file creation run at once. Measured (tests/bench_staging.py, README): big files
+stage faster than cp + ``tar -xf``; 20,000 small files cost about the same, because on 2 vCPUs
+the Python work per member (~7 us) and the kernel's file creation (most of tar's time) share the
+two cores.
 
 A full disk (ENOSPC, EDQUOT, EFBIG, tar's short writes, or tar killed by SIGXFSZ under a file
-size limit) becomes an ``OSError`` with that errno, which ``bootstrap.data.stage`` reports as such;
-tar's log is watched while streaming because GNU tar would otherwise read on to the end.
+size limit) becomes an ``OSError`` with that errno, which ``bootstrap.data.stage`` reports as such
+(``failures``: every way this path stops, as the error to report).
 
 Threat model. The archive is hostile; the work folder (``-C``, an empty private folder inside
 the stage's work folder, see ``bootstrap.data.landing``) is ours. Nothing outside it may be written,
@@ -40,40 +45,31 @@ GNU sparse files (``NeedsFallback``), the caller uses tarfile (``bootstrap.data.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import functools
-import logging
 import os
-import re
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from bootstrap.data.extract import BUFSIZE, ExtractStats, Readable, corrupt
-from bootstrap.data.gnutar.inflate import Inflater, quick_thread_switches
-from bootstrap.data.gnutar.rewriter import CorruptTar, NeedsFallback, TarRewriter
-from bootstrap.errors import DataError
+from bootstrap.data.extract import ExtractStats, Readable
+from bootstrap.data.gnutar.decompress import Inflated, Piped, Stream
+from bootstrap.data.gnutar.failures import corrupt_stream, tar_failed, tars_failed
+from bootstrap.data.gnutar.headers import CorruptTar
+from bootstrap.data.gnutar.inflate import quick_thread_switches
+from bootstrap.data.gnutar.processes import TarInput, start_writers, stop_all
+from bootstrap.data.gnutar.rewriter import TarRewriter
 from bootstrap.host import usable_cpus
 
-__all__ = ["NeedsFallback", "TarTools", "extract_tar_gnu", "tools_for"]
+__all__ = ["TarTools", "extract_tar_gnu", "tools_for", "writer_count"]
 
 _DECOMPRESSORS = {  # gzip is inflated in-process (inflate.Inflater): faster than both
     "tar.bz2": ("lbzip2", "pbzip2", "bzip2"),
     "tar.xz": ("xz",),
 }
-log = logging.getLogger(__name__)
-
-_PIPE_SIZE = 1024 * 1024
-_C_LOCALE = {"LC_ALL": "C", "LANGUAGE": ""}
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_SHORT_WRITE = re.compile(r": Wrote only \d+ of \d+ bytes$")
 
 
 @dataclass(frozen=True)
@@ -111,39 +107,6 @@ def _is_gnu(tar: str) -> bool:
     return out.stdout.startswith(b"tar (GNU tar)")
 
 
-class _Feeder(threading.Thread):
-    """Copies the source into the decompressor; keeps reading (for the sha256) if it quits."""
-
-    def __init__(self, reader: Readable, out: IO[bytes]):
-        super().__init__(name="bootstrap-tar-feeder", daemon=True)
-        self.reader, self.out = reader, out
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        out: IO[bytes] | None = self.out
-        try:
-            while not self.stop.is_set():
-                chunk = self.reader.read(BUFSIZE)
-                if not chunk:
-                    break
-                if out is not None:
-                    try:
-                        out.write(chunk)
-                    except (BrokenPipeError, ValueError):
-                        out = None  # it ended or was killed; the main thread tells which
-        except BaseException as exc:  # re-raised in the main thread, KeyboardInterrupt too
-            self.error = exc
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                self.out.close()
-
-    def reraise(self) -> None:
-        self.join()
-        if self.error is not None:
-            raise self.error
-
-
 def writer_count() -> int:
     """How many GNU tar processes write the files: ``BOOTSTRAP_TAR_WRITERS``, else half the
     CPUs this process may use, 1 to 4.
@@ -168,126 +131,68 @@ def extract_tar_gnu(
     plain one (the caller drains the rest for the sha256). ``writer_count()`` GNU tar
     processes share the members; see ``TarRewriter``.
     """
-    # No --no-overwrite-dir: a folder that another tar made first still gets its own mode.
-    command = [tools.tar, "-x", "-f", "-", "-b", "2048", "-B", "-C", str(dest), "-p",
-               "--no-same-owner"]  # fmt: skip
-    procs: list[subprocess.Popen[bytes]] = []
-    feeder: _Feeder | None = None
-    unz: subprocess.Popen[bytes] | None = None
-    inflater: Inflater | None = None
+    procs: list[subprocess.Popen[bytes]] = []  # the tars, then any decompressor
+    stream: Stream | None = None
     with contextlib.ExitStack() as stack:
         tar_logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(writer_count())]
         unz_log = stack.enter_context(tempfile.TemporaryFile())
         stack.enter_context(quick_thread_switches())  # the inflater or feeder thread beside us
         try:
-            # C locale: tar's messages are matched below ("No space left on device").
-            tars = [_start(procs, command, log, stdout=subprocess.DEVNULL, env=_C_LOCALE)
-                    for log in tar_logs]  # fmt: skip
-            inputs = [_TarInput(tar, log) for tar, log in zip(tars, tar_logs, strict=True)]
-            read = reader.read
-            if tools.inflate:
-                inflater = Inflater(reader)
-                inflater.start()
-                read = inflater.read
-            elif tools.decompress:
-                unz = _start(procs, list(tools.decompress), unz_log, stdout=subprocess.PIPE)
-                assert unz.stdin is not None and unz.stdout is not None
-                feeder = _Feeder(reader, unz.stdin)
-                feeder.start()
-                read = unz.stdout.read
+            inputs = start_writers(procs, tools.tar, dest, tar_logs)
+            stream = _open_stream(reader, tools, procs, unz_log)
             rewriter = TarRewriter(
-                read,
+                stream.read,
                 [tar_input.write for tar_input in inputs],
                 name,
                 functools.partial(_make_folder, dest),
             )
-            try:
-                rewriter.run()
-                for tar_input in inputs:
-                    tar_input.close()
-            except CorruptTar as exc:
-                if feeder:
-                    feeder.stop.set()
-                    feeder.reraise()  # a source read error or an interrupt explains it better
-                detail = _last_line(unz_log) if tools.decompress else ""
-                if inflater:
-                    inflater.stop.set()
-                    detail = _inflated(inflater) or ""
-                raise corrupt(
-                    name, CorruptTar(f"{exc}{f' ({detail})' if detail else ''}")
-                ) from None
-            except BrokenPipeError:
-                broken = next((tar_input for tar_input in inputs if tar_input.broken), inputs[0])
-                raise _tar_failed(name, broken.log, broken.tar.wait()) from None
-            if feeder:
-                while read(BUFSIZE):  # the rest of the decompressed stream: padding, junk
-                    pass
-                feeder.reraise()
-                assert unz is not None  # a feeder feeds the decompressor
-                if unz.wait() not in (0, 2):  # gzip's 2: a warning, e.g. trailing junk
-                    raise corrupt(name, CorruptTar(_last_line(unz_log) or "decompression failed"))
-            if inflater:
-                while read(BUFSIZE):  # the rest: padding, and the gzip trailer's CRC check
-                    pass
-                problem = _inflated(inflater)
-                if problem:
-                    raise corrupt(name, CorruptTar(problem))
-            failed = [tar_input for tar_input in inputs if tar_input.tar.wait() != 0]
-            if failed:  # a full disk first: another tar may only have been cut short by it
-                failed.sort(key=lambda tar_input: _space_error(_log_text(tar_input.log)) is None)
-                raise _tar_failed(name, failed[0].log, failed[0].tar.returncode)
+            _feed(rewriter, stream, inputs, name)
+            _finish(stream, inputs, name)
             _set_folder_times(dest, rewriter.folder_times)
             rewriter.guard.finish()
             return rewriter.stats
         finally:
-            for thread in (feeder, inflater):
-                if thread:
-                    thread.stop.set()
-            _stop(procs)
-            for thread in (feeder, inflater):
-                if thread:
-                    thread.join()
+            # Stopped before the processes are killed, joined after: a feeder may be blocked
+            # writing to the decompressor until then.
+            if stream is not None:
+                stream.stop()
+            stop_all(procs)
+            if stream is not None:
+                stream.join()
 
 
-def _inflated(inflater: Inflater) -> str | None:
-    """Wait for the inflating thread; re-raise a source read error, else say what was corrupt."""
-    inflater.join()
-    if inflater.error is not None:
-        raise inflater.error
-    return inflater.corrupt
+def _open_stream(
+    reader: Readable, tools: TarTools, procs: list[subprocess.Popen[bytes]], log: IO[bytes]
+) -> Stream:
+    if tools.inflate:
+        return Inflated(reader)
+    if tools.decompress:
+        return Piped(reader, tools.decompress, procs, log)
+    return Stream(reader)
 
 
-def _start(
-    procs: list[subprocess.Popen[bytes]],
-    command: list[str],
-    log: IO[bytes],
-    stdout: Any,
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=stdout, stderr=log, env=_environ(env)
-    )
-    procs.append(proc)
-    for pipe in (proc.stdin, proc.stdout):
-        if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
-            with contextlib.suppress(OSError):  # fewer wake-ups; the default 64 KiB also works
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-    return proc
+def _feed(rewriter: TarRewriter, stream: Stream, inputs: list[TarInput], name: str) -> None:
+    """Pass every validated member on to the tars, then close their inputs; a corrupt stream,
+    or a tar that quit reading, raises the error to report."""
+    try:
+        rewriter.run()
+        for tar_input in inputs:
+            tar_input.close()
+    except CorruptTar as exc:
+        raise corrupt_stream(name, exc, stream.why_corrupt()) from None
+    except BrokenPipeError:
+        broken = next((tar_input for tar_input in inputs if tar_input.broken), inputs[0])
+        raise tar_failed(name, broken.log, broken.tar.wait()) from None
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    pipe.close()
-        proc.wait()
-
-
-def _environ(extra: dict[str, str] | None) -> dict[str, str] | None:
-    return {**os.environ, **extra} if extra else None
+def _finish(stream: Stream, inputs: list[TarInput], name: str) -> None:
+    """Check the rest of the compressed stream, then wait for the tars; raise what went wrong."""
+    problem = stream.end()
+    if problem:
+        raise corrupt_stream(name, problem)
+    failed = [tar_input for tar_input in inputs if tar_input.tar.wait() != 0]
+    if failed:
+        raise tars_failed(name, [(tar_input.log, tar_input.tar.returncode) for tar_input in failed])
 
 
 def _make_folder(dest: Path, path: str) -> None:
@@ -303,84 +208,3 @@ def _set_folder_times(dest: Path, times: dict[str, int]) -> None:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISDIR(target.lstat().st_mode):  # a later member may have replaced it
                 os.utime(target, (mtime, mtime), follow_symlinks=False)
-
-
-class _TarInput:
-    """One tar's stdin. On a full disk GNU tar says so and reads on to the end of the archive,
-    which may be gigabytes more from Drive; its log is looked at after each batch (a stat),
-    so the stage stops at once instead."""
-
-    def __init__(self, tar: subprocess.Popen[bytes], log: IO[bytes]):
-        assert tar.stdin is not None
-        self.tar, self.log = tar, log
-        self._pipe = tar.stdin
-        self._seen = 0
-        self.broken = False  # this tar quit reading: it failed, and says why in its log
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._pipe.write(data)
-        except BrokenPipeError:
-            self.broken = True
-            raise
-        size = os.fstat(self.log.fileno()).st_size
-        if size != self._seen:
-            self._seen = size
-            full = _space_error(_log_text(self.log))
-            if full is not None:
-                raise full
-
-    def close(self) -> None:
-        try:
-            self._pipe.close()
-        except BrokenPipeError:
-            self.broken = True
-            raise
-
-
-def _log_text(log: IO[bytes]) -> str:
-    # pread: tar shares this file's offset, so seeking it while tar runs would misplace its writes.
-    fd = log.fileno()
-    return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
-
-
-def _last_line(log: IO[bytes]) -> str:
-    lines = _log_text(log).strip().splitlines()
-    return lines[-1][:300] if lines else ""
-
-
-def _first_error(log: IO[bytes]) -> str:
-    """tar's first complaint: its last line only says that there were some."""
-    lines = [line for line in _log_text(log).strip().splitlines() if line.strip()]
-    told = [line for line in lines if not line.endswith("due to previous errors")]
-    return (told or lines or [""])[0][:300]
-
-
-def _space_error(text: str) -> OSError | None:
-    """tar's report of a full disk (C locale) as the OSError it met, or None."""
-    for line in text.splitlines():
-        number = next((n for n in _SPACE_ERRNOS if line.endswith(os.strerror(n))), None)
-        if number is None and _SHORT_WRITE.search(line):
-            number = errno.ENOSPC  # the write that filled the disk returned short, no errno
-        if number is not None:
-            log.debug("GNU tar: %s", line)
-            return OSError(number, os.strerror(number))
-    return None
-
-
-def _tar_failed(name: str, tar_log: IO[bytes], returncode: int) -> Exception:
-    """Why tar stopped: an OSError for a full disk (the caller says so plainly), else DataError."""
-    if returncode == -signal.SIGXFSZ:  # subprocess restores SIGXFSZ's default for tar: death
-        log.debug("GNU tar was killed by SIGXFSZ: a file passed the file size limit")
-        return OSError(errno.EFBIG, os.strerror(errno.EFBIG))
-    full = _space_error(_log_text(tar_log))
-    if full is not None:
-        return full
-    why = _first_error(tar_log)
-    if not why and returncode < 0:
-        with contextlib.suppress(ValueError):
-            why = f"tar was killed by {signal.Signals(-returncode).name}"
-    return DataError(
-        f"extracting {name} failed: {why or 'tar stopped with an error'}",
-        hint="check the free space on scratch and that the archive is not damaged; then run again",
-    )

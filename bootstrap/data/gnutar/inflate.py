@@ -1,6 +1,6 @@
 """Inflate a gzip stream in a thread of its own: ``Inflater``, and ``quick_thread_switches``.
 
-Used by the GNU tar path (``extract`` beside this): the inflater thread runs beside the thread
+Used by the GNU tar path (``decompress`` beside this): the inflater thread runs beside the thread
 that parses the tar stream, as a gzip process would, without a pipe hop.
 """
 
