@@ -116,7 +116,11 @@ def test_only_an_unmounted_drive_makes_the_kernel_mount_it(
     mounts: list[str] = []
     monkeypatch.setattr(notebook, "_mount_drive_in_kernel", lambda: mounts.append("m") or True)
     errors = [HostError("gpu: required, but this runtime has no GPU")]
-    monkeypatch.setattr(notebook, "make_plan", lambda options: (_ for _ in ()).throw(errors[0]))
+
+    def make_plan(options: object) -> None:
+        raise errors[0]
+
+    monkeypatch.setattr(notebook, "make_plan", make_plan)
     with pytest.raises(HostError, match="no GPU"):
         notebook.prepare(tmp_path / "r.yaml")
     assert mounts == []

@@ -143,7 +143,7 @@ def _check(
             if path == ("version",) and message.startswith("unsupported"):
                 return None, [_problem(locate, path, message)]  # the rest is likely a new format
             found.append((path, message))
-    if isinstance(run, dict):
+    if isinstance(run, dict) and any(path[:1] == ("run",) for path, _ in found):
         # A run with a bad key is never built, so its own rules did not run: ask the same rule
         # of the mapping as given. What a built run already reported is not repeated (below).
         found += [(("run", *rel), message) for rel, message in entry_problems(run)]
