@@ -2,10 +2,11 @@
 
 Tool messages go to stderr and the training's own output to stdout, untouched. When stderr is
 not a terminal (CI logs, files) everything is plain lines: no escape codes, and progress is a
-line every few seconds instead of a redrawn bar. A Colab cell is not a terminal but renders
-carriage returns, so bars are drawn there too. Styling is a handful of ANSI codes written by
-``Console`` here: a rendering library would cost more start-up time than the whole warm re-run's
-own work, and one more package pinned in the user's environment.
+line every few seconds instead of a redrawn bar. A Colab `!` cell is a terminal whose window is
+0 columns by 0 rows, and its output area honours carriage returns: bars are drawn there at a
+fixed width. Styling is a handful of ANSI codes written by ``Console`` here: a rendering library
+would cost more start-up time than the whole warm re-run's own work, and one more package pinned
+in the user's environment.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from bootstrap.progress import ProgressBar
 from bootstrap.values import format_bytes
@@ -49,6 +50,26 @@ class Console:
 
 
 _MIN_LINE_INTERVAL = 5.0
+# A bar's width where the terminal reports none: a Colab cell's output area is about this wide,
+# and wraps a longer line rather than breaking the carriage-return redraw.
+_FALLBACK_COLUMNS = 100
+_FALLBACK_ROWS = 24
+
+
+def window_size(stream: IO[str]) -> tuple[int, int] | None:
+    """The (columns, rows) of the terminal behind ``stream``, or None where it has no usable
+    size: not a terminal, or a window of 0x0 as Colab leaves it on a `!` cell's pty."""
+    try:
+        columns, rows = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is an OSError
+        return None
+    return (columns, rows) if columns > 0 and rows > 0 else None
+
+
+def _fallback_columns() -> int:
+    # COLUMNS is the usual way to tell a program the width it cannot read (shutil honours it).
+    value = os.environ.get("COLUMNS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else _FALLBACK_COLUMNS
 
 
 def _human(amount: float, unit: str) -> str:
@@ -94,6 +115,14 @@ class _TqdmBar:
         from tqdm import tqdm
 
         scale = unit == "B"
+        # tqdm's dynamic_ncols reads the window's size less one: a 0x0 window (a Colab cell)
+        # gives -1 columns and -1 rows, and tqdm hides a bar on a row past the last, so it drew
+        # nothing at all, silently. Follow the window only where it has a size.
+        size: dict[str, Any] = (
+            {"dynamic_ncols": True}
+            if window_size(stream)
+            else {"ncols": _fallback_columns(), "nrows": _FALLBACK_ROWS}
+        )
         self._bar = tqdm(
             total=total,
             desc=f"  {description}",
@@ -101,7 +130,7 @@ class _TqdmBar:
             unit_scale=scale,  # powers of 1000, as format_bytes writes sizes in messages
             file=stream,
             leave=False,
-            dynamic_ncols=True,
+            **size,
         )
 
     def advance(self, amount: int) -> None:

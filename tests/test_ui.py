@@ -1,25 +1,51 @@
-"""The console's styling: ANSI codes on a terminal only, and never where NO_COLOR is set."""
+"""The console's styling: ANSI codes on a terminal only, and never where NO_COLOR is set; progress
+bars on every terminal, a Colab cell's 0x0 one included."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
+import select
+import struct
+import termios
 from collections.abc import Iterator
 
 import pytest
 
-from bootstrap.ui import Console, ConsoleLogHandler, ConsoleReporter
+from bootstrap.ui import Console, ConsoleLogHandler, ConsoleReporter, window_size
 
 
 @pytest.fixture
-def terminal() -> Iterator[io.TextIOWrapper]:
-    """The writing end of a real pseudo-terminal, so isatty() is the kernel's answer."""
+def pty_pair() -> Iterator[tuple[int, io.TextIOWrapper]]:
+    """Both ends of a real pseudo-terminal, so isatty() and the window size are the kernel's
+    answers. A new pty's window is 0x0, as on a Colab `!` cell."""
     leader, follower = os.openpty()
     stream = io.TextIOWrapper(io.FileIO(follower, "w"), encoding="utf-8")
-    yield stream
+    yield leader, stream
     stream.close()
     os.close(leader)
+
+
+@pytest.fixture
+def terminal(pty_pair: tuple[int, io.TextIOWrapper]) -> io.TextIOWrapper:
+    """The writing end of a real pseudo-terminal."""
+    return pty_pair[1]
+
+
+def drain(leader: int) -> str:
+    chunks = []
+    while select.select([leader], [], [], 0.2)[0]:
+        chunks.append(os.read(leader, 65536))
+    return b"".join(chunks).decode()
+
+
+def draw_a_bar(stream: io.TextIOWrapper) -> None:
+    bar = ConsoleReporter(stream=stream).progress("reading data.tar", total=4_000_000)
+    bar.advance(1_000_000)
+    bar.set_total(4_000_000)  # redraws at once, whatever the time since the last drawing
+    bar.close()
 
 
 def test_a_pipe_or_file_gets_plain_lines() -> None:
@@ -80,3 +106,54 @@ def test_log_records_are_one_line_each_with_warnings_marked() -> None:
     finally:
         logger.removeHandler(handler)
     assert out.getvalue() == "! persist is not writable: [Errno 5]\n  mirrored 3 files\n"
+
+
+def test_a_colab_cells_0x0_terminal_gets_bars_of_a_fixed_width(
+    pty_pair: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tqdm left to follow a 0x0 window draws nothing (it takes -1 rows); a bar is drawn at a
+    width that suits a notebook's output area, redrawn with carriage returns."""
+    leader, stream = pty_pair
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert window_size(stream) is None
+    draw_a_bar(stream)
+    drawings = [d for d in drain(leader).split("\r") if d.strip()]
+    assert any("25%|" in d and "1.00M/4.00M" in d for d in drawings), drawings
+    assert {len(d) for d in drawings} == {100}, drawings
+
+
+def test_columns_sets_the_width_a_0x0_terminal_does_not_report(
+    pty_pair: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader, stream = pty_pair
+    monkeypatch.setenv("COLUMNS", "72")
+    draw_a_bar(stream)
+    drawings = [d for d in drain(leader).split("\r") if d.strip()]
+    assert drawings and {len(d) for d in drawings} == {72}, drawings
+
+
+def test_a_sized_terminal_gets_bars_that_fit_its_window(
+    pty_pair: tuple[int, io.TextIOWrapper],
+) -> None:
+    leader, stream = pty_pair
+    fcntl.ioctl(stream.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", 20, 60, 0, 0))
+    assert window_size(stream) == (60, 20)
+    draw_a_bar(stream)
+    drawings = [d for d in drain(leader).split("\r") if d.strip()]
+    # one column short of the window, as tqdm leaves it, so the line never wraps
+    assert any("25%|" in d for d in drawings) and {len(d) for d in drawings} == {59}, drawings
+
+
+def test_a_pipe_gets_progress_as_occasional_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr("bootstrap.ui._MIN_LINE_INTERVAL", 0.0)  # a line at every update
+    bar = ConsoleReporter(stream=out).progress("reading data.tar", total=4_000_000)
+    bar.advance(1_000_000)
+    bar.advance(1_000_000)
+    bar.close()
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert out.getvalue().splitlines() == [
+        "  reading data.tar: 1.0 MB of 4.0 MB (25%)",
+        "  reading data.tar: 2.0 MB of 4.0 MB (50%)",
+        "  reading data.tar: 2.0 MB of 4.0 MB (50%)",
+    ]
