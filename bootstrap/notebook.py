@@ -142,10 +142,10 @@ def prepare(
         commit=state.commit,
     )
     if mirror:
-        from bootstrap.mirror.thread import CheckpointMirror
+        from bootstrap.runner.kept import make_mirror
 
         plan.checkpoints.mkdir(parents=True, exist_ok=True)
-        prepared.mirror = CheckpointMirror(plan.checkpoints, plan.mirror_dir, plan.recipe.run.match)
+        prepared.mirror = make_mirror(plan)
         prepared.mirror.start()
         _mirrored[_run_key(plan.run_dir)] = prepared
         atexit.register(prepared.sync)

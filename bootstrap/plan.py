@@ -6,6 +6,7 @@ would do, and no step reaches into another's internals.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -15,9 +16,12 @@ from typing import Any
 
 from bootstrap.errors import DriveNotMounted, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
+from bootstrap.mirror.selection import FolderRule, Tree, folder_rules, has_wildcard
 from bootstrap.recipe.models import DataItem, PrepareSpec, Recipe
 from bootstrap.recipe.placeholders import expand, expand_env_only
 from bootstrap.values import is_scp_like, is_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Plan:
     env: dict[str, str]
     deadline: float | None  # epoch seconds at which to stop, from run.time_limit
     values: dict[str, str] = field(default_factory=dict)  # the placeholder values
+    kept: tuple[Tree, ...] = ()  # run.keep: more folders the mirror keeps (beside checkpoints)
 
     @property
     def name(self) -> str:
@@ -83,6 +88,17 @@ class Plan:
     @property
     def mirror_dir(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    @property
+    def folder_checkpoints(self) -> tuple[FolderRule, ...]:
+        """The folder checkpoints run.match names (kept whole or not at all)."""
+        return folder_rules(self.recipe.run.match)
+
+    @property
+    def trees(self) -> tuple[Tree, ...]:
+        """Everything the mirror keeps: the checkpoints folder first, then run.keep."""
+        main = Tree(self.checkpoints, self.mirror_dir, exclude=self.recipe.run.exclude)
+        return (main, *self.kept)
 
     @property
     def state_file(self) -> Path:
@@ -169,7 +185,57 @@ def resolve_plan(
         env={k: _expand(v, values, env, f"run.env.{k}") for k, v in run.env.items()},
         deadline=time_zero + run.time_limit if run.time_limit is not None else None,
         values=values,
+        kept=_kept_trees(run.keep, run.exclude, roots, work_dir, values, env, base),
     )
+
+
+def _kept_trees(
+    entries: tuple[str, ...],
+    exclude: tuple[str, ...],
+    roots: _Roots,
+    work_dir: Path,
+    values: Mapping[str, str],
+    env: Mapping[str, str],
+    base: Path,
+) -> tuple[Tree, ...]:
+    """run.keep as trees: one per root the entries lie under ({repo}, {scratch}, or the
+    filesystem's root), each kept in {run}/kept/<repo|scratch|root> with the entries as globs
+    relative to it. An entry on persist already is left where it is."""
+    run_dir = Path(values["run"])
+    includes: dict[str, list[str]] = {}
+    origins: dict[str, Path] = {}
+    for index, entry in enumerate(entries):
+        key = f"run.keep[{index}]"
+        text = _expand(entry, values, env, key)
+        cut = next((i for i, part in enumerate(Path(text).parts) if has_wildcard(part)), None)
+        fixed = _path(str(Path(*Path(text).parts[:cut])) if cut else text, base)
+        pattern = "/".join(Path(text).parts[cut:]) if cut is not None else None
+        label, root = _kept_root(fixed, roots, work_dir)
+        if label is None:
+            log.info("%s (%s) is on persist already: it is kept where it is", key, fixed)
+            continue
+        relative = fixed.relative_to(root).as_posix() if fixed != root else ""
+        if pattern is not None:
+            globs = [f"{relative}/{pattern}" if relative else pattern]
+        elif relative:
+            globs = [relative, f"{relative}/**/*"]  # a file, or a folder and all inside it
+        else:
+            globs = ["**/*"]
+        includes.setdefault(label, []).extend(globs)
+        origins[label] = root
+    return tuple(
+        Tree(origins[label], run_dir / "kept" / label, tuple(globs), exclude, f"kept/{label}")
+        for label, globs in includes.items()
+    )
+
+
+def _kept_root(path: Path, roots: _Roots, work_dir: Path) -> tuple[str | None, Path]:
+    """Which root a run.keep entry lies under: ("repo", {repo}), ("scratch", ...), ("root",
+    /), or (None, persist) when persist holds it already."""
+    for label, root in (("persist", roots.persist), ("repo", work_dir), ("scratch", roots.scratch)):
+        if path == root or root in path.parents:
+            return (None, root) if label == "persist" else (label, root)
+    return "root", Path(path.anchor)
 
 
 @dataclass(frozen=True)

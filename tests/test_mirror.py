@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import zipfile
@@ -20,14 +21,15 @@ from pathlib import Path
 import pytest
 
 from bootstrap.errors import StepError
-from bootstrap.mirror.files import (
-    CHUNK_SIZE,
-    MANIFEST_NAME,
+from bootstrap.mirror.files import CHUNK_SIZE, MANIFEST_NAME, is_complete
+from bootstrap.mirror.restore import mirror_status, restore_checkpoints
+from bootstrap.mirror.selection import (
+    FolderRule,
     find_checkpoints,
-    is_complete,
+    find_files,
+    folder_rules,
     newest_checkpoint,
 )
-from bootstrap.mirror.restore import mirror_status, restore_checkpoints
 from bootstrap.mirror.thread import CheckpointMirror
 
 T0 = 1_700_000_000_000_000_000  # a fixed modification time, in ns
@@ -87,8 +89,7 @@ def make(src: Path, dst: Path, clock: FakeClock, **kwargs: object) -> Checkpoint
 
 
 def settle(mirror: CheckpointMirror, clock: FakeClock, seconds: float = 1.0) -> None:
-    """One scan to notice, one after ``seconds`` to copy."""
-    mirror.sync_once()
+    """Let ``seconds`` pass (a checkpoint is ready at once; other files once quiet)."""
     clock.advance(seconds)
 
 
@@ -155,16 +156,13 @@ def test_is_complete_on_safetensors_and_other_files(tmp_path: Path) -> None:
 # -- copying -------------------------------------------------------------------------------
 
 
-def test_new_file_is_copied_with_its_mtime_and_only_once(
+def test_new_checkpoint_is_copied_at_once_with_its_mtime_and_only_once(
     src: Path, dst: Path, clock: FakeClock
 ) -> None:
     ops: list[str] = []
     mirror = make(src, dst, clock, fault_hook=lambda op, path: ops.append(op))
     put(src / "epoch 1" / "model.pt", archive(), T0)
-    first = mirror.sync_once()
-    assert first.pending == [Path("epoch 1/model.pt")] and not first.copied
-    assert not dst.exists() and ops == []
-    clock.advance(1.0)
+    # A torch file can be told whole or torn: no waiting for it to stop changing.
     assert mirror.sync_once().copied == [Path("epoch 1/model.pt")]
     copy = dst / "epoch 1" / "model.pt"
     assert copy.read_bytes() == archive() and copy.stat().st_mtime_ns == T0
@@ -323,35 +321,39 @@ def test_a_copy_that_does_not_read_back_whole_never_replaces_the_mirror(
             put(path, v2[:-1000] + b"\0" * 1000, T0 + 10**9)
 
     mirror = make(src, dst, clock, fault_hook=rewritten_within_one_mtime_tick)
-    settle(mirror, clock)
-    mirror.sync_once()
+    assert mirror.sync_once().copied == [Path("last.pt")]
     put(path, v2, T0 + 10**9)
     state["armed"] = True
     settle(mirror, clock)
     report = mirror.sync_once()
-    assert report.failed == [Path("last.pt")] and "does not read back whole" in str(report.error)
+    # Seen (the inode's ctime moved) and then snapshotted: the snapshot reads torn too.
+    assert report.copied == [] and report.pending == [Path("last.pt")]
     assert (dst / "last.pt").read_bytes() == archive(b"v1") and temps(dst) == []
 
 
-def test_source_changing_during_the_copy_is_not_a_persist_failure(
+def test_source_rewritten_during_the_copy_goes_by_snapshot_and_is_no_persist_failure(
     src: Path, dst: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = put(src / "data.bin", os.urandom(9 << 20), T0)
+    half_copies: list[bytes] = []
 
     def training_writes_again(op: str, target: Path) -> None:
         if op == "write" and not hasattr(training_writes_again, "done"):
             training_writes_again.done = True  # type: ignore[attr-defined]
             put(path, path.read_bytes() + b"tail", T0 + 10**9)
+        if op == "replace":
+            half_copies.append(target.name)
 
     mirror = make(src, dst, clock, fault_hook=training_writes_again)
+    assert mirror.sync_once().pending == [Path("data.bin")]  # no format to check: wait
     settle(mirror, clock)
     report = mirror.sync_once()
-    assert report.pending == [Path("data.bin")] and not report.failed and report.error is None
-    assert not (dst / "data.bin").exists() and temps(dst) == []
+    # The copy that read half of each version was thrown away; a snapshot of the new version
+    # went up in the same pass.
+    assert report.copied == [Path("data.bin")] and not report.failed and report.error is None
+    assert (dst / "data.bin").read_bytes() == path.read_bytes() and temps(dst) == []
+    assert half_copies == ["data.bin"]  # one replace: the snapshot's
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    settle(mirror, clock)  # the new version must be stable in its turn
-    assert mirror.sync_once().copied == [Path("data.bin")]
-    assert (dst / "data.bin").read_bytes() == path.read_bytes()
 
 
 def test_a_new_session_trusts_the_manifest_and_cleans_stale_temps(
@@ -386,22 +388,22 @@ def test_deletions_follow_scratch_only_once_newer_files_are_mirrored(
     assert len(mirror.sync_once().copied) == 2
     (src / "e1" / "model.pt").unlink()  # the training's retention, after writing e3
     (src / "e1").rmdir()
-    put(src / "e3" / "model.pt", archive(b"3"), T0 + 3)
+    put(src / "e3" / "state.dat", b"3", T0 + 3)  # not quiet for long enough yet
     report = mirror.sync_once()
-    assert report.pending == [Path("e3/model.pt")] and report.deleted == []
+    assert report.pending == [Path("e3/state.dat")] and report.deleted == []
     assert (dst / "e1" / "model.pt").exists()
     clock.advance(1)
     report = mirror.sync_once()
-    assert report.copied == [Path("e3/model.pt")] and report.deleted == [Path("e1/model.pt")]
+    assert report.copied == [Path("e3/state.dat")] and report.deleted == [Path("e1/model.pt")]
     assert not (dst / "e1").exists()  # the emptied folder goes too
-    assert set(mirror_status(dst)["files"]) == {"e2/model.pt", "e3/model.pt"}
+    assert set(mirror_status(dst)["files"]) == {"e2/model.pt", "e3/state.dat"}
     assert (dst / "from-another-vm.pt").exists()  # never seen on scratch: not ours to delete
-    for rel in ("e2", "e3"):  # scratch wiped
-        (src / rel / "model.pt").unlink()
+    for rel in ("e2/model.pt", "e3/state.dat"):  # scratch wiped
+        (src / rel).unlink()
     clock.advance(5)
     assert mirror.sync_once().deleted == []
     assert mirror.stop() is not None
-    assert (dst / "e2" / "model.pt").exists() and (dst / "e3" / "model.pt").exists()
+    assert (dst / "e2" / "model.pt").exists() and (dst / "e3" / "state.dat").exists()
 
 
 # -- restore -------------------------------------------------------------------------------
@@ -498,8 +500,12 @@ def test_background_thread_mirrors_and_stop_is_final(src: Path, dst: Path) -> No
     mirror.stop()
     assert not [t for t in threading.enumerate() if t.name == "checkpoint-mirror"]
 
-    slow = CheckpointMirror(src, dst, "*.pt", interval=3600, stable_for=3600)
+    first_pass = threading.Event()  # it looks at a.pt (on persist already) once, at start
+    slow = CheckpointMirror(
+        src, dst, "*.pt", interval=3600, fault_hook=lambda op, path: first_pass.set()
+    )
     slow.start()
+    assert first_pass.wait(10)
     put(src / "b.pt", archive(b"b"), T0 + 1)  # written just before the training exits
     put(src / "torn.pt", archive(b"t")[:-5], T0 + 2)
     report = slow.stop()
@@ -577,3 +583,141 @@ def test_status_asks_the_mirror_rule_whether_a_checkpoint_is_safe(tmp_path: Path
     write_manifest(plan.mirror_dir, {})
     os.utime(copy, ns=(T0, T0))
     assert line().endswith("old; mirrored)")
+
+
+# -- what is kept: everything, less run.exclude; folder checkpoints whole ----------------------
+
+HF = folder_rules("checkpoint-*/trainer_state.json")
+
+
+def hf_checkpoint(root: Path, step: int, *, marker: bool = True) -> dict[str, bytes]:
+    """A Trainer-shaped folder checkpoint; its marker (trainer_state.json) written last."""
+    weights = bytes([step]) * 64
+    header = json.dumps({"w": {"dtype": "U8", "shape": [64], "data_offsets": [0, 64]}}).encode()
+    files = {
+        "model.safetensors": len(header).to_bytes(8, "little") + header + weights,
+        "optimizer.pt": archive(bytes([step, 1])),
+        "rng_state.pth": archive(bytes([step, 2])),
+    }
+    if marker:
+        files["trainer_state.json"] = json.dumps({"global_step": step}).encode()
+    for name, data in files.items():
+        put(root / f"checkpoint-{step}" / name, data, T0 + step * 10**9)
+    return files
+
+
+def test_the_rules_read_from_run_match() -> None:
+    assert (FolderRule("checkpoint-*", "trainer_state.json"),) == HF
+    assert folder_rules(("**/*.pt", "*.pt", "ckpt-*/*", "last.ckpt")) == ()
+    assert folder_rules("runs/*/step_*/.metadata") == (FolderRule("runs/*/step_*", ".metadata"),)
+
+
+def test_the_whole_folder_is_kept_but_for_exclude(src: Path, dst: Path, clock: FakeClock) -> None:
+    for rel in ("ckpt.pt", "meta.pkl", "config.json", "tb/events.out.1", "junk/big.bin", "x.png"):
+        put(src / rel, archive() if rel.endswith(".pt") else b"{}", T0)
+    mirror = make(src, dst, clock, exclude=("junk", "**/*.png"))
+    mirror.sync_once()
+    clock.advance(1)
+    mirror.sync_once()
+    kept = sorted(p.relative_to(dst).as_posix() for p in find_files(dst))
+    assert kept == ["ckpt.pt", "config.json", "meta.pkl", "tb/events.out.1"]
+
+
+def test_folder_checkpoint_is_copied_whole_once_marked_and_quiet(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    mirror = make(src, dst, clock, folders=HF)
+    files = hf_checkpoint(src, 2, marker=False)  # being saved: no marker yet
+    for _ in range(3):
+        clock.advance(10)
+        assert mirror.sync_once().pending == [Path("checkpoint-2")]
+    assert not (dst / "checkpoint-2").exists()
+    files = hf_checkpoint(src, 2)
+    assert mirror.sync_once().pending == [Path("checkpoint-2")]  # marked, not quiet yet
+    clock.advance(1)
+    assert mirror.sync_once().copied == [Path("checkpoint-2")]
+    assert {p.name: p.read_bytes() for p in (dst / "checkpoint-2").iterdir()} == files
+    assert set(mirror_status(dst)["files"]) == {f"checkpoint-2/{name}" for name in files}
+    assert temps(dst) == []
+    assert newest_checkpoint(dst, "checkpoint-*/trainer_state.json") == dst / "checkpoint-2"
+
+
+def test_a_failure_mid_folder_never_leaves_part_of_it_on_persist(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    state = {"writes": 0, "armed": False}
+
+    def drive(op: str, path: Path) -> None:
+        if state["armed"] and op == "write":
+            state["writes"] += 1
+            if state["writes"] == 3:  # the third file of the folder
+                raise OSError(errno.EIO, "Input/output error")
+
+    mirror = make(src, dst, clock, folders=HF, fault_hook=drive)
+    old = hf_checkpoint(src, 1)
+    mirror.sync_once()
+    clock.advance(1)
+    assert mirror.sync_once().copied == [Path("checkpoint-1")]
+    state["armed"] = True
+    # A rewrite of the same folder (a re-save), dying half-way on persist.
+    new = {**old, "optimizer.pt": archive(b"re-saved")}
+    put(src / "checkpoint-1" / "optimizer.pt", new["optimizer.pt"], T0 + 5 * 10**9)
+    mirror.sync_once()
+    clock.advance(1)
+    report = mirror.sync_once()
+    assert report.failed == [Path("checkpoint-1")] and report.error
+    assert {p.name: p.read_bytes() for p in (dst / "checkpoint-1").iterdir()} == old
+    assert temps(dst) == []
+    state["armed"] = False
+    clock.advance(2)
+    assert mirror.sync_once().copied == [Path("checkpoint-1")]
+    assert {p.name: p.read_bytes() for p in (dst / "checkpoint-1").iterdir()} == new
+
+
+def test_a_rotated_folder_checkpoint_leaves_persist_whole_after_the_newer_one_arrives(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    mirror = make(src, dst, clock, folders=HF)
+    hf_checkpoint(src, 1)
+    mirror.sync_once()
+    clock.advance(1)
+    assert mirror.sync_once().copied == [Path("checkpoint-1")]
+    hf_checkpoint(src, 2)
+    shutil.rmtree(src / "checkpoint-1")  # save_total_limit=1
+    report = mirror.sync_once()
+    assert report.pending == [Path("checkpoint-2")] and report.deleted == []
+    assert (dst / "checkpoint-1" / "trainer_state.json").exists()
+    clock.advance(1)
+    report = mirror.sync_once()
+    assert report.copied == [Path("checkpoint-2")] and report.deleted == [Path("checkpoint-1")]
+    assert sorted(p.name for p in dst.iterdir() if not p.name.startswith(".")) == ["checkpoint-2"]
+    assert set(mirror_status(dst)["files"]) == {
+        f"checkpoint-2/{n}"
+        for n in ("model.safetensors", "optimizer.pt", "rng_state.pth", "trainer_state.json")
+    }
+
+
+def test_restore_brings_folder_checkpoints_back_whole_or_not_at_all(src: Path, dst: Path) -> None:
+    whole = hf_checkpoint(dst, 3)
+    hf_checkpoint(dst, 4, marker=False)  # not put there by the mirror: not a checkpoint
+    put(dst / "config.json", b"{}", T0)
+    hf_checkpoint(src, 3, marker=False)  # scratch: a save a crash cut short
+    restored = restore_checkpoints(dst, src, folders=HF)
+    assert sorted(restored) == [src / "checkpoint-3", src / "config.json"]
+    assert {p.name: p.read_bytes() for p in (src / "checkpoint-3").iterdir()} == whole
+    assert not (src / "checkpoint-4").exists() and temps(src) == []
+    assert newest_checkpoint(src, "checkpoint-*/trainer_state.json") == src / "checkpoint-3"
+    assert restore_checkpoints(dst, src, folders=HF) == []
+
+
+def test_the_final_pass_shows_its_progress_in_bytes(src: Path, dst: Path) -> None:
+    data = archive(os.urandom(1 << 12), entries=600)  # several chunks
+    put(src / "last.pt", data, T0)
+    hf_checkpoint(src, 5)
+    mirror = CheckpointMirror(src, dst, folders=HF, interval=3600)
+    progress = FakeProgress()
+    report = mirror.stop(progress=progress)
+    assert report is not None and sorted(report.copied) == [Path("checkpoint-5"), Path("last.pt")]
+    folder = sum(p.stat().st_size for p in (src / "checkpoint-5").iterdir())
+    assert progress.opened == [(len(data) + folder, "B")]
+    assert sum(progress.advances) == len(data) + folder and progress.closed == 1

@@ -173,6 +173,7 @@ def test_terminal_stdin_gives_the_training_a_tty_with_a_size(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     # pytorch-cifar's utils.py runs `stty size` at import; with stdin closed it crashes.
+    # (tests/test_terminal.py has the rest: output, typed input, the window size we run in)
     script = (
         "import os, subprocess, sys\n"
         "print('tty', sys.stdin.isatty())\n"
@@ -184,7 +185,7 @@ def test_terminal_stdin_gives_the_training_a_tty_with_a_size(
     assert result.returncode == 0, result.stderr
     assert "tty True" in result.stdout
     assert "size 24 120" in result.stdout
-    closed = _recipe(tmp_path, script)  # the default: no terminal
+    closed = _recipe(tmp_path, script, ", stdin: none")  # the opt-out: no terminal
     assert "tty False" in sandbox.cli(closed, "--fresh").stdout
 
 

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import stat
 import struct
 import tempfile
@@ -31,6 +32,9 @@ _ZIP_MAGIC = b"PK\x03\x04"
 # Files with these suffixes are torch-style archives: too short to hold a zip header means torn.
 _ARCHIVE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".safetensors"})
 _MAX_SAFETENSORS_HEADER = 100 << 20
+# A JSON file (a run's config, a Trainer's trainer_state.json, written last in its folder but
+# not atomically) is whole when it parses; bigger ones are not worth parsing on every scan.
+_MAX_JSON_CHECKED = 16 << 20
 
 Match: TypeAlias = "str | Sequence[str]"
 FaultHook: TypeAlias = "Callable[[str, Path], None]"
@@ -61,41 +65,28 @@ def is_ignored(relative: Path) -> bool:
     return relative.name.endswith(".tmp") or any(part.startswith(".") for part in relative.parts)
 
 
-def find_checkpoints(folder: Path, match: Match) -> list[Path]:
-    """Files under ``folder`` matching any of the globs in ``match``, sorted; [] if no folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found: set[Path] = set()
-    for pattern in patterns(match):
-        for path in folder.glob(pattern):
-            if not is_ignored(path.relative_to(folder)) and path.is_file():
-                found.add(path)
-    return sorted(found)
-
-
-def newest_checkpoint(folder: Path, match: Match, *, complete_only: bool = True) -> Path | None:
-    """The matching file with the newest modification time (ties: the greatest name).
-
-    With ``complete_only`` (the default) files that look torn are passed over, so a resume never
-    starts from a checkpoint a crash cut short.
-    """
-    stamped: list[tuple[int, str, Path]] = []
-    for path in find_checkpoints(folder, match):
-        with contextlib.suppress(FileNotFoundError):
-            stamped.append((path.stat().st_mtime_ns, str(path), path))
-    for _, _, path in sorted(stamped, reverse=True):
-        if not complete_only or is_complete(path):
-            return path
-    return None
-
-
 def is_complete(path: Path) -> bool:
     """Whether ``path`` looks like a whole file: a zip (torch) archive whose central directory
     opens, a safetensors file whose size matches its header, anything else non-empty.
     False when it cannot be read."""
     try:
         return check_complete(Path(path), Path(path).name)
+    except OSError:
+        return False
+
+
+def can_tell_complete(path: Path) -> bool:
+    """Whether ``is_complete`` can tell a torn copy of ``path`` from a whole one: zip (torch)
+    archives, safetensors and JSON files it can; for other files, non-empty is all it knows.
+    False when unreadable."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".safetensors":
+        return True
+    try:
+        if suffix == ".json":
+            return os.stat(path).st_size <= _MAX_JSON_CHECKED
+        with open(path, "rb") as handle:
+            return handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
     except OSError:
         return False
 
@@ -111,6 +102,8 @@ def check_complete(path: Path, name: str) -> bool:
     suffix = Path(name).suffix.lower()
     if suffix == ".safetensors":
         return _safetensors_ok(path, size)
+    if suffix == ".json" and size <= _MAX_JSON_CHECKED:
+        return _json_ok(path)
     if head.startswith(_ZIP_MAGIC):
         return _zip_ok(path, size)
     # A torch file starts with the zip magic from its first write; a shorter one is torn.
@@ -125,6 +118,14 @@ def _zip_ok(path: Path, size: int) -> bool:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, struct.error):
         return False
     return bool(entries) and all(e.header_offset + e.compress_size <= size for e in entries)
+
+
+def _json_ok(path: Path) -> bool:
+    try:
+        json.loads(Path(path).read_bytes())
+    except ValueError:  # includes UnicodeDecodeError
+        return False
+    return True
 
 
 def _safetensors_ok(path: Path, size: int) -> bool:
@@ -159,6 +160,11 @@ def stamp(st: os.stat_result) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """A version of one inode: a rewrite in place changes its size or times."""
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev
+
+
 def copy_verified(
     source: Path,
     target: Path,
@@ -167,15 +173,19 @@ def copy_verified(
     hook: FaultHook | None = None,
     should_abort: Callable[[], bool] | None = None,
     copied: Callable[[int], None] | None = None,
+    durable: bool = True,
 ) -> os.stat_result:
     """Copy ``source`` over ``target`` atomically, keeping its modification time and mode.
 
     The copy goes to a temp file beside ``target``, is fsynced and verified (its size is the
-    source's, the source did not change meanwhile, it still looks complete), and only then
-    replaces ``target``. Raises SourceChanged (the source is not ``expect`` or changed),
-    SourceError (reading the source failed), CopyAborted, or OSError for the target side,
-    including OSError(EIO) when the written copy does not verify. Returns the source's stat.
-    ``copied`` is told the size of each chunk once it is written (for progress).
+    source's, the file it read did not change meanwhile, the copy looks complete), and only
+    then replaces ``target``. A source *replaced* during the copy (a new file renamed over it)
+    still gives a good copy of the version that was opened; one rewritten in place does not.
+    Raises SourceChanged (the source is not ``expect`` or changed), SourceError (reading the
+    source failed), CopyAborted, or OSError for the target side, including OSError(EIO) when
+    the written copy does not verify. Returns the source's stat. ``copied`` is told the size
+    of each chunk once it is written (for progress). ``durable=False`` skips the fsyncs, for
+    a throwaway copy on local disk.
     """
     call = hook or (lambda op, path: None)
     call("open", target)
@@ -199,13 +209,17 @@ def copy_verified(
                 while chunk := _read(reader):
                     if should_abort is not None and should_abort():
                         raise CopyAborted(str(source))
+                    # Rewritten in place: give up now rather than after a copy it can't use.
+                    if _identity(os.fstat(reader.fileno())) != _identity(before):
+                        raise SourceChanged(f"{source} changed while it was copied")
                     call("write", target)
                     writer.write(chunk)
                     if copied is not None:
                         copied(len(chunk))
                 writer.flush()
-                os.fsync(writer.fileno())
-            _verify(source, before, tmp, target)
+                if durable:
+                    os.fsync(writer.fileno())
+            _verify(source, reader, before, tmp, target)
             with contextlib.suppress(OSError):  # Drive's FUSE may refuse modes; harmless
                 os.chmod(tmp, stat.S_IMODE(before.st_mode))
             os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -215,7 +229,8 @@ def copy_verified(
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-    fsync_dir(target.parent)
+    if durable:
+        fsync_dir(target.parent)
     return before
 
 
@@ -226,13 +241,11 @@ def _read(reader: BinaryIO) -> bytes:
         raise SourceError(error) from error
 
 
-def _verify(source: Path, before: os.stat_result, tmp: Path, target: Path) -> None:
-    try:
-        after = os.stat(source)
-    except FileNotFoundError:
-        after = None
-    # A replaced or rewritten source was read half old, half new; the next scan copies it.
-    if after is None or stamp(after) != stamp(before):
+def _verify(
+    source: Path, reader: BinaryIO, before: os.stat_result, tmp: Path, target: Path
+) -> None:
+    # What was read is one version only if the inode it came from did not change meanwhile.
+    if _identity(os.fstat(reader.fileno())) != _identity(before):
         raise SourceChanged(f"{source} changed while it was copied")
     copied = os.stat(tmp).st_size
     if copied != before.st_size:
@@ -246,10 +259,13 @@ def _verify(source: Path, before: os.stat_result, tmp: Path, target: Path) -> No
 
 
 def remove_stale_temps(root: Path) -> int:
-    """Remove our temp files a killed copy left under ``root``; returns how many."""
+    """Remove our temp files and folders a killed copy left under ``root``; returns how many."""
     removed = 0
-    for path in Path(root).rglob(f"{TEMP_PREFIX}*.tmp"):
+    for path in sorted(Path(root).rglob(f"{TEMP_PREFIX}*.tmp"), reverse=True):
         with contextlib.suppress(OSError):
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed += 1
     return removed

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ from bootstrap.mirror.files import (
     SourceChanged,
     SourceError,
     copy_verified,
-    find_checkpoints,
     is_complete,
     stamp,
 )
+from bootstrap.mirror.folders import copy_folder
+from bootstrap.mirror.selection import EVERYTHING, FolderRule, find_files
 from bootstrap.progress import ProgressFactory, no_progress
 
 log = logging.getLogger(__name__)
@@ -32,18 +34,32 @@ _MTIME_SLACK_NS = 1_000_000_000
 
 
 def restore_checkpoints(
-    persist_dir: Path, scratch_dir: Path, match: Match, progress: ProgressFactory = no_progress
+    persist_dir: Path,
+    scratch_dir: Path,
+    match: Match = EVERYTHING,
+    progress: ProgressFactory = no_progress,
+    *,
+    exclude: Sequence[str] = (),
+    folders: Sequence[FolderRule] = (),
+    what: str = "checkpoints",
 ) -> list[Path]:
-    """Copy mirrored checkpoints back to scratch where scratch lacks them, holds a torn copy or
-    an older version (a new VM). Keeps relative paths and modification times; each file is
-    replaced atomically. ``progress`` gets one bar of the bytes to restore, advanced as they are
-    copied. Returns the restored files (under ``scratch_dir``)."""
+    """Copy the mirror back to scratch where scratch lacks a file, holds a torn copy or an
+    older version (a new VM): every kept file (``match`` minus ``exclude``), and each folder
+    checkpoint of ``folders`` whole (only one holding its marker; it replaces the scratch
+    folder in one rename). Keeps relative paths and modification times; each file is replaced
+    atomically. ``progress`` gets one bar of the bytes to restore. Returns the restored files
+    and folders (under ``scratch_dir``)."""
     persist_dir, scratch_dir = Path(persist_dir), Path(scratch_dir)
     restored: list[Path] = []
     current: Path | None = None
     try:
+        units = _units_to_restore(persist_dir, scratch_dir, folders)
+        # Files of a folder checkpoint come back with their folder, whole, or not at all.
+        unit_dirs = {f for rule in folders for f in rule.folders(persist_dir)}
         todo: list[tuple[Path, Path, tuple[int, int]]] = []
-        for current in find_checkpoints(persist_dir, match):
+        for current in find_files(persist_dir, match, exclude):
+            if unit_dirs.intersection(current.parents):
+                continue
             target = scratch_dir / current.relative_to(persist_dir)
             key = stamp(current.stat())
             if not _needs_restore(key, target):
@@ -52,38 +68,55 @@ def restore_checkpoints(
                 log.warning("not restoring %s: it looks incomplete", current)
                 continue
             todo.append((current, target, key))
-        if not todo:
+        total = sum(key[0] for _, _, key in todo) + sum(
+            k[0] for _, files in units for k in files.values()
+        )
+        if not todo and not units:
             return restored
-        total = sum(key[0] for _, _, key in todo)
-        bar = progress("restoring checkpoints", total=total, unit="B")
-        done = 0  # bytes copied, all files
-
-        def copied(size: int) -> None:
-            nonlocal done
-            done += size
-            bar.advance(size)
-
+        bar = progress(f"restoring {what}", total=total, unit="B")
         try:
-            for current, target, key in todo:
-                before = done  # bytes copied of the files before this one
+            for current, files in units:
+                target = scratch_dir / current.relative_to(persist_dir)
                 try:
-                    copy_verified(current, target, expect=key, copied=copied)
+                    copy_folder(current, target, files, copied=bar.advance)
                 except SourceChanged:
                     log.warning("not restoring %s: it changed while it was copied", current)
-                    total -= key[0] - (done - before)  # the rest of it will not be copied
-                    bar.set_total(total)
+                    continue
+                restored.append(target)
+            for current, target, key in todo:
+                try:
+                    copy_verified(current, target, expect=key, copied=bar.advance)
+                except SourceChanged:
+                    log.warning("not restoring %s: it changed while it was copied", current)
                     continue
                 restored.append(target)
         finally:
             bar.close()
     except (OSError, SourceError) as error:
         raise StepError(
-            f"could not restore checkpoints from {current or persist_dir} to {scratch_dir}: "
-            f"{error}",
+            f"could not restore {what} from {current or persist_dir} to {scratch_dir}: {error}",
             hint="check that persist (Google Drive) is mounted and readable and that scratch "
             "has free space, then run the same command again",
         ) from error
     return restored
+
+
+def _units_to_restore(
+    persist_dir: Path, scratch_dir: Path, folders: Sequence[FolderRule]
+) -> list[tuple[Path, dict[Path, tuple[int, int]]]]:
+    """The folder checkpoints on persist that scratch lacks, holds torn, or holds older."""
+    units = []
+    for rule in folders:
+        for folder in rule.folders(persist_dir):
+            marker = folder / rule.marker
+            if not marker.is_file():
+                continue  # not one the mirror put there whole: leave it
+            target = scratch_dir / folder.relative_to(persist_dir)
+            if not _needs_restore(stamp(marker.stat()), target / rule.marker):
+                continue
+            files = {p.relative_to(folder): stamp(p.stat()) for p in rule.files(folder)}
+            units.append((folder, files))
+    return units
 
 
 def _needs_restore(key: tuple[int, int], target: Path) -> bool:

@@ -1,15 +1,25 @@
-"""One pass of the checkpoint mirror (``MirrorSync.sync_once``): copy what is new, stable and
-complete from scratch to persist, verified before it replaces anything; remove from persist what
-the training deleted; ride out a failing persist with backoff, one warning and a recovery note.
+"""One pass of the checkpoint mirror (``MirrorSync.sync_once``): copy what is new and complete
+from scratch to persist, verified before it replaces anything; remove from persist what the
+training deleted; ride out a failing persist with backoff, one warning and a recovery note.
+
+The lag is bounded whatever the save rhythm. A file whose completeness can be checked (a torch
+or safetensors checkpoint) is copied as soon as it reads whole; any other file once it has not
+changed for ``stable_for`` seconds, or after ``max_wait`` seconds of changing. A copy counts
+only if the file it read did not change meanwhile; a file rewritten in place during its copy is
+from then on first snapshotted on scratch (a fast local copy, verified the same way) and the
+snapshot uploaded, so even a checkpoint rewritten faster than persist can take it reaches
+persist every one or two copy times, and a good copy there is never replaced by a torn one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,35 +30,53 @@ from bootstrap.mirror.files import (
     Match,
     SourceChanged,
     SourceError,
+    can_tell_complete,
     copy_verified,
-    find_checkpoints,
     is_complete,
     patterns,
     remove_stale_temps,
     stamp,
 )
+from bootstrap.mirror.folders import copy_folder, remove_folder
 from bootstrap.mirror.restore import holds_version, load_manifest, write_manifest
+from bootstrap.mirror.selection import FolderRule, find_files
+from bootstrap.progress import ProgressBar, ProgressFactory
 
 log = logging.getLogger(__name__)
 
 _Stamp = tuple[int, int]
+_Unit = tuple[tuple[str, int, int], ...]  # a folder checkpoint's files: (path, size, mtime)
+_SNAPSHOT_TRIES = 3
+_SNAPSHOT_WAIT = 0.5  # before each try, for a save under way to finish (never blocks for long)
 
 
 @dataclass
 class SyncReport:
-    """What one scan did. Paths are relative to the mirrored folders."""
+    """What one scan did. Paths are relative to the mirrored folders; a folder checkpoint
+    counts as its folder's path."""
 
     copied: list[Path] = field(default_factory=list)
     pending: list[Path] = field(default_factory=list)  # new or changed, not copied yet
     failed: list[Path] = field(default_factory=list)  # a copy was tried and failed
     error: str | None = None  # why persist (or scratch) could not be used, if it could not
     deleted: list[Path] = field(default_factory=list)  # removed from persist, gone from scratch
-    incomplete: list[Path] = field(default_factory=list)  # pending: stable but look torn
+    incomplete: list[Path] = field(default_factory=list)  # pending: they look torn
+
+
+def _wait_until_complete(path: Path, timeout: float, poll: float = 0.01) -> None:
+    """Wait (at most ``timeout`` s) until ``path`` reads whole: a writer is mid-save."""
+    end = time.monotonic() + timeout
+    while not is_complete(path) and time.monotonic() < end:
+        time.sleep(poll)
 
 
 class MirrorSync:
-    """Scans ``src`` (scratch) and keeps ``dst`` (persist) a complete copy of its checkpoints,
-    one pass per ``sync_once``; see ``CheckpointMirror`` for ``fault_hook`` and ``on_event``.
+    """Scans ``src`` (scratch) and keeps ``dst`` (persist) a complete copy of its files, one
+    pass per ``sync_once``; see ``CheckpointMirror`` for ``fault_hook`` and ``on_event``.
+
+    ``match``: the globs (relative to ``src``) of what is kept, minus ``exclude``.
+    ``folders``: folder checkpoints, each copied whole once it holds its marker and has not
+    changed for ``stable_for``.
     """
 
     def __init__(
@@ -57,7 +85,10 @@ class MirrorSync:
         dst: Path,
         match: Match = ("**/*",),
         *,
-        stable_for: float = 1.0,
+        exclude: Sequence[str] = (),
+        folders: Sequence[FolderRule] = (),
+        stable_for: float = 0.5,
+        max_wait: float = 5.0,
         retry_backoff: tuple[float, float] = (1.0, 60.0),
         clock: Callable[[], float] = time.monotonic,
         fault_hook: FaultHook | None = None,
@@ -66,15 +97,23 @@ class MirrorSync:
         self.src = Path(src)
         self.dst = Path(dst)
         self.match = patterns(match)
+        self.exclude = tuple(exclude)
+        self.folders = tuple(folders)
         self.stable_for = stable_for
+        self.max_wait = max_wait
         self.retry_backoff = retry_backoff
         self._clock = clock
         self._hook = fault_hook
         self._on_event = on_event
         self._lock = threading.Lock()
-        self._seen: dict[Path, tuple[_Stamp, float]] = {}  # stamp, and since when it holds
-        self._mirrored: dict[Path, _Stamp] = {}  # source stamps known to be on persist
+        self._seen: dict[Path, tuple[object, float]] = {}  # stamp, and since when it holds
+        self._dirty_since: dict[Path, float] = {}  # when a file or folder first differed
+        self._mirrored: dict[Path, object] = {}  # stamps known to be on persist
         self._known: set[Path] = set()  # every file seen in src during this session
+        self._known_units: set[Path] = set()  # every folder checkpoint seen likewise
+        self._busy: set[Path] = set()  # rewritten in place during a copy: snapshot first
+        self._too_fast_said: set[Path] = set()
+        self._snapshots: Path | None = None
         self._manifest: dict[str, dict[str, int]] = {}  # relative posix path -> {size, mtime_ns}
         self._manifest_loaded = False
         self._manifest_dirty = False
@@ -85,13 +124,20 @@ class MirrorSync:
         self._touched = False
         self._give_up_at: float | None = None  # time.monotonic() past which copies give up
         self._unexpected_logged = False
+        self.scan_seconds = 0.0  # how long the last look at src took (not counting copies)
+        self._progress: ProgressFactory | None = None
+        self._bar: ProgressBar | None = None
 
-    def sync_once(self, *, final: bool = False) -> SyncReport:
-        """Scan ``src`` once and copy what is new, stable and complete. Never raises.
+    def sync_once(
+        self, *, final: bool = False, progress: ProgressFactory | None = None
+    ) -> SyncReport:
+        """Scan ``src`` once and copy what is new and ready. Never raises.
 
-        ``final``: the training has exited, so a file need not have stopped changing for
-        ``stable_for``; looking complete is enough.
+        ``final``: the training has exited, so nothing need have stopped changing; looking
+        complete is enough. ``progress``: a bar of the bytes this pass copies (the final pass
+        of a run, which the user waits for).
         """
+        self._progress = progress
         try:
             return self._sync(final)
         except Exception as error:  # a bug here must never reach the training
@@ -100,49 +146,99 @@ class MirrorSync:
             self._unexpected_logged = True
             return SyncReport(error=f"{type(error).__name__}: {error}")
 
+    def close(self) -> None:
+        """Remove the scratch snapshots this mirror made (call after the last pass)."""
+        if self._snapshots is not None:
+            shutil.rmtree(self._snapshots, ignore_errors=True)
+            self._snapshots = None
+
     # -- one scan --------------------------------------------------------------------------
 
     def _sync(self, final: bool) -> SyncReport:
         with self._lock:
             report = SyncReport()
             now = self._clock()
+            scan_started = time.monotonic()
             try:
-                current = self._scan_src()
+                current, units = self._scan_src()
             except OSError as error:
                 report.error = f"cannot read {self.src}: {error}"
                 return report
+            self.scan_seconds = time.monotonic() - scan_started
             self._known.update(current)
-            self._seen = {rel: seen for rel, seen in self._seen.items() if rel in current}
+            self._known_units.update(units)
+            self._seen = {k: v for k, v in self._seen.items() if k in current or k in units}
             todo = self._ready(current, now, final, report)
+            unit_todo = self._ready_units(units, now, final, report)
             if not final and self._failing is not None and now < self._retry_at:
-                report.pending += [rel for rel, _ in todo]
+                report.pending += [rel for rel, _ in todo] + [rel for rel, _ in unit_todo]
                 report.error = self._failing
                 return report
             self._touched = False
+            self._open_bar(todo, unit_todo, units)
             try:
                 self._copy_all(todo, report)
+                self._copy_units(unit_todo, units, report)
                 if not report.failed and not set(report.pending) - set(report.incomplete):
-                    self._delete_gone(current, report)
+                    self._delete_gone(current, units, report)
                 if self._manifest_dirty:
                     self._write_manifest()
             except OSError as error:
                 self._persist_failed(error, now)
                 report.error = self._failing
                 return report
+            finally:
+                self._close_bar()
             if self._touched and self._failing is not None:
                 self._failing = None
                 self._backoff = self.retry_backoff[0]
                 self._say(logging.INFO, "persist recovered: checkpoints are mirrored again")
             return report
 
-    def _scan_src(self) -> dict[Path, _Stamp]:
+    def _open_bar(
+        self,
+        todo: list[tuple[Path, _Stamp]],
+        unit_todo: list[tuple[Path, _Unit]],
+        units: dict[Path, dict[Path, _Stamp]],
+    ) -> None:
+        self._bar = None
+        if self._progress is None or not (todo or unit_todo):
+            return
+        total = sum(key[0] for _, key in todo)
+        total += sum(key[0] for rel, _ in unit_todo for key in units[rel].values())
+        self._bar = self._progress("mirroring to persist", total=total, unit="B")
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _advance(self, size: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(size)
+
+    def _scan_src(self) -> tuple[dict[Path, _Stamp], dict[Path, dict[Path, _Stamp]]]:
+        """The plain files, and the files of each folder checkpoint (by folder)."""
+        rules = {
+            folder.relative_to(self.src): rule
+            for rule in self.folders
+            for folder in rule.folders(self.src)
+        }
         current: dict[Path, _Stamp] = {}
-        for path in find_checkpoints(self.src, self.match):
-            if self.dst in path.parents:  # persist inside scratch: never mirror the mirror
+        units: dict[Path, dict[Path, _Stamp]] = {}
+        for unit, rule in rules.items():
+            units[unit] = {}
+            for path in rule.files(self.src / unit):
+                with contextlib.suppress(FileNotFoundError):
+                    units[unit][path.relative_to(self.src / unit)] = stamp(path.stat())
+        for path in find_files(self.src, self.match, self.exclude):
+            rel = path.relative_to(self.src)
+            # Persist inside scratch: never mirror the mirror. Folder checkpoints: done above.
+            if self.dst in path.parents or any(d in rules for d in rel.parents):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                current[path.relative_to(self.src)] = stamp(path.stat())
-        return current
+                current[rel] = stamp(path.stat())
+        return current, units
 
     def _ready(
         self, current: dict[Path, _Stamp], now: float, final: bool, report: SyncReport
@@ -151,14 +247,49 @@ class MirrorSync:
         todo = []
         for rel, key in sorted(current.items()):
             if self._mirrored.get(rel) == key:
+                self._dirty_since.pop(rel, None)
+                continue
+            dirty = self._dirty_since.setdefault(rel, now)
+            seen = self._seen.get(rel)
+            if seen is None or seen[0] != key:
+                self._seen[rel] = seen = (key, now)
+            path = self.src / rel
+            if final or can_tell_complete(path):
+                # At the final scan the writer has exited; a checkable format needs no wait.
+                ready = True
+            else:  # nothing tells a half-written file: wait for quiet, but not for ever
+                ready = now - seen[1] >= self.stable_for or now - dirty >= self.max_wait
+            if not ready:
+                report.pending.append(rel)
+            elif not is_complete(path):
+                report.pending.append(rel)
+                report.incomplete.append(rel)
+            else:
+                todo.append((rel, key))
+        return todo
+
+    def _ready_units(
+        self,
+        units: dict[Path, dict[Path, _Stamp]],
+        now: float,
+        final: bool,
+        report: SyncReport,
+    ) -> list[tuple[Path, _Unit]]:
+        """The folder checkpoints to copy now: holding their marker, whole, and quiet."""
+        todo = []
+        markers = {rule.marker for rule in self.folders}
+        for rel, files in sorted(units.items()):
+            key: _Unit = tuple(sorted((p.as_posix(), *k) for p, k in files.items()))
+            if self._mirrored.get(rel) == key:
                 continue
             seen = self._seen.get(rel)
             if seen is None or seen[0] != key:
                 self._seen[rel] = seen = (key, now)
-            # At the final scan the writer has exited: completeness alone decides.
-            if not final and now - seen[1] < self.stable_for:
+            if not any(Path(name) in files for name in markers):
+                report.pending.append(rel)  # still being written: its marker comes last
+            elif not final and now - seen[1] < self.stable_for:
                 report.pending.append(rel)
-            elif not is_complete(self.src / rel):
+            elif not all(is_complete(self.src / rel / p) for p in files):
                 report.pending.append(rel)
                 report.incomplete.append(rel)
             else:
@@ -176,17 +307,10 @@ class MirrorSync:
                 if self._on_persist(rel, key):
                     self._record(rel, key)
                     continue
-                copy_verified(
-                    self.src / rel,
-                    self.dst / rel,
-                    expect=key,
-                    hook=self._op,
-                    should_abort=self._past_deadline,
-                )
-            except SourceChanged:
-                self._seen.pop(rel, None)
-                report.pending.append(rel)
-                continue
+                if rel in self._busy:
+                    copied = self._copy_by_snapshot(rel)
+                else:
+                    copied = self._copy_direct(rel, key)
             except CopyAborted:
                 report.pending += [r for r, _ in todo[index:]]
                 return
@@ -198,10 +322,132 @@ class MirrorSync:
                 report.failed.append(rel)
                 report.pending += [r for r, _ in todo[index + 1 :]]
                 raise
-            self._record(rel, key)
+            if copied is None:
+                report.pending.append(rel)
+                continue
+            self._record(rel, copied)
             report.copied.append(rel)
             log.debug("mirrored %s to %s", rel, self.dst)
             self._emit(f"mirrored {rel.as_posix()} to persist")
+
+    def _copy_direct(self, rel: Path, key: _Stamp) -> _Stamp | None:
+        """Copy straight to persist; a file rewritten in place meanwhile goes by snapshot."""
+        try:
+            before = copy_verified(
+                self.src / rel,
+                self.dst / rel,
+                expect=key,
+                hook=self._op,
+                should_abort=self._past_deadline,
+                copied=self._advance,
+            )
+        except SourceChanged:
+            if not (self.src / rel).exists():
+                return None
+            self._busy.add(rel)
+            log.debug("%s was rewritten during its copy: copying it by snapshot", rel)
+            return self._copy_by_snapshot(rel)
+        return stamp(before)
+
+    def _copy_by_snapshot(self, rel: Path) -> _Stamp | None:
+        """Snapshot ``rel`` on scratch (a fast copy, verified as one version), upload that.
+        None when the file changed under every try."""
+        source = self.src / rel
+        snapshot = self._snapshot_dir() / rel.name
+        spent: list[float] = []
+        for _ in range(_SNAPSHOT_TRIES):
+            _wait_until_complete(source, timeout=_SNAPSHOT_WAIT)
+            started = time.monotonic()
+            try:
+                before = copy_verified(source, snapshot, durable=False)
+            except (SourceChanged, SourceError, OSError) as error:
+                # Rewritten meanwhile, torn, or scratch full: try again.
+                log.debug("cannot snapshot %s: %s", source, error)
+                spent.append(time.monotonic() - started)
+                continue
+            try:
+                key = stamp(before)
+                if not self._on_persist(rel, key):
+                    copy_verified(
+                        snapshot,
+                        self.dst / rel,
+                        expect=key,
+                        hook=self._op,
+                        should_abort=self._past_deadline,
+                        copied=self._advance,
+                    )
+                return key
+            finally:
+                with contextlib.suppress(OSError):
+                    snapshot.unlink()
+        self._too_fast(rel, spent)
+        return None
+
+    def _too_fast(self, rel: Path, spent: list[float]) -> None:
+        if rel in self._too_fast_said:
+            return
+        self._too_fast_said.add(rel)
+        size = self._size(rel)
+        log.warning(
+            "%s%s is rewritten faster than it can be read whole: %d snapshots on scratch, each "
+            "given up after %.2f s on average, found it changing; persist keeps its newest good "
+            "copy and the mirror keeps trying. Saving it less often, or to a new file name each "
+            "time, lets every checkpoint reach persist.",
+            self.src / rel,
+            f" ({size / 1e6:.0f} MB)" if size else "",
+            len(spent),
+            sum(spent) / max(1, len(spent)),
+        )
+
+    def _size(self, rel: Path) -> int | None:
+        try:
+            return (self.src / rel).stat().st_size
+        except OSError:
+            return None
+
+    def _snapshot_dir(self) -> Path:
+        if self._snapshots is None:
+            self._snapshots = Path(tempfile.mkdtemp(prefix="bootstrap-mirror-"))
+        return self._snapshots
+
+    def _copy_units(
+        self,
+        todo: list[tuple[Path, _Unit]],
+        units: dict[Path, dict[Path, _Stamp]],
+        report: SyncReport,
+    ) -> None:
+        if todo:
+            self._prepare_persist()
+        for index, (rel, key) in enumerate(todo):
+            files = units[rel]
+            if self._past_deadline():
+                report.pending += [r for r, _ in todo[index:]]
+                return
+            self._op("stat", self.dst / rel)
+            if all(holds_version(self.dst, rel / p, k, self._manifest) for p, k in files.items()):
+                self._record_unit(rel, key, files)  # already there: an earlier session's
+                continue
+            try:
+                copy_folder(
+                    self.src / rel,
+                    self.dst / rel,
+                    files,
+                    hook=self._op,
+                    should_abort=self._past_deadline,
+                    copied=self._advance,
+                )
+            except (SourceChanged, SourceError):
+                report.pending.append(rel)
+                continue
+            except CopyAborted:
+                report.pending += [r for r, _ in todo[index:]]
+                return
+            except OSError:
+                report.failed.append(rel)
+                raise
+            self._record_unit(rel, key, files)
+            report.copied.append(rel)
+            self._emit(f"mirrored {rel.as_posix()}/ to persist")
 
     def _on_persist(self, rel: Path, key: _Stamp) -> bool:
         """Whether persist already holds this version (from an earlier session or a restore)."""
@@ -211,17 +457,42 @@ class MirrorSync:
     def _record(self, rel: Path, key: _Stamp) -> None:
         self._mirrored[rel] = key
         self._seen.pop(rel, None)
+        self._dirty_since.pop(rel, None)
+        self._set_manifest(rel, key)
+
+    def _record_unit(self, rel: Path, key: _Unit, files: dict[Path, _Stamp]) -> None:
+        self._mirrored[rel] = key
+        self._seen.pop(rel, None)
+        prefix = rel.as_posix() + "/"
+        for name in [n for n in self._manifest if n.startswith(prefix)]:
+            if Path(name).relative_to(rel) not in files:
+                del self._manifest[name]
+                self._manifest_dirty = True
+        for path, file_key in files.items():
+            self._set_manifest(rel / path, file_key)
+
+    def _set_manifest(self, rel: Path, key: _Stamp) -> None:
         entry = {"size": key[0], "mtime_ns": key[1]}
         if self._manifest.get(rel.as_posix()) != entry:
             self._manifest[rel.as_posix()] = entry
             self._manifest_dirty = True
 
-    def _delete_gone(self, current: dict[Path, _Stamp], report: SyncReport) -> None:
+    def _delete_gone(
+        self,
+        current: dict[Path, _Stamp],
+        units: dict[Path, dict[Path, _Stamp]],
+        report: SyncReport,
+    ) -> None:
         """Remove from persist what the training deleted from scratch during this session,
         but only while persist holds an up-to-date copy of something still on scratch: a wiped
         scratch or a training that lost its checkpoints never empties the mirror."""
         gone = sorted(rel for rel in self._known if rel not in current)
-        if not gone or not any(self._mirrored.get(rel) == key for rel, key in current.items()):
+        gone_units = sorted(rel for rel in self._known_units if rel not in units)
+        if not gone and not gone_units:
+            return
+        if not any(self._mirrored.get(rel) == key for rel, key in current.items()) and not any(
+            rel in self._mirrored and rel not in gone_units for rel in units
+        ):
             return
         self._prepare_persist()
         for rel in gone:
@@ -231,17 +502,36 @@ class MirrorSync:
                 target.unlink()
                 report.deleted.append(rel)
                 self._emit(f"removed {rel.as_posix()} from persist (deleted on scratch)")
-            self._known.discard(rel)
+            self._forget(rel)
+            self._remove_empty_parents(target)
+        for rel in gone_units:
+            self._op("remove", self.dst / rel)
+            if remove_folder(self.dst / rel):
+                report.deleted.append(rel)
+                self._emit(f"removed {rel.as_posix()}/ from persist (deleted on scratch)")
+            self._known_units.discard(rel)
             self._mirrored.pop(rel, None)
-            if self._manifest.pop(rel.as_posix(), None) is not None:
+            prefix = rel.as_posix() + "/"
+            for name in [n for n in self._manifest if n.startswith(prefix)]:
+                del self._manifest[name]
                 self._manifest_dirty = True
-            for parent in target.parents:  # empty folders the removal left behind
-                if parent == self.dst or self.dst not in parent.parents:
-                    break
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
+            self._remove_empty_parents(self.dst / rel)
+
+    def _forget(self, rel: Path) -> None:
+        self._known.discard(rel)
+        self._mirrored.pop(rel, None)
+        self._busy.discard(rel)
+        if self._manifest.pop(rel.as_posix(), None) is not None:
+            self._manifest_dirty = True
+
+    def _remove_empty_parents(self, target: Path) -> None:
+        for parent in target.parents:  # empty folders a removal left behind
+            if parent == self.dst or self.dst not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     # -- persist state ---------------------------------------------------------------------
 

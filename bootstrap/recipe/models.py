@@ -43,10 +43,10 @@ ENTRY_KEYS = ("script", "module", "callable")
 ENTRY_MESSAGE = "give exactly one of run.script, run.module, run.callable"
 
 
-def _globs(example: str) -> Check:
-    """One glob or a non-empty list of them."""
+def _globs(example: str, *, may_be_empty: bool = False) -> Check:
+    """One glob or a list of them (non-empty unless ``may_be_empty``)."""
     message = f"give at least one glob, e.g. {example}"
-    as_list = ListOf(Str(), min_items=(1, message))
+    as_list = ListOf(Str()) if may_be_empty else ListOf(Str(), min_items=(1, message))
 
     class Globs(Check):
         def __call__(self, value: Any, path: KeyPath, issues: list[Issue]) -> Any:
@@ -236,14 +236,29 @@ class RunSpec(Model):
     kwargs: dict[str, Any] = spec(NoneIs(Then(MapOf(), _kwargs), dict), factory=dict)
     env: dict[str, str] = spec(NoneIs(Then(MapOf(Text()), _env_names), dict), factory=dict)
     checkpoints: str = spec(Str(), "{ckpt}")
+    # Which of the files in `checkpoints` are checkpoints: they choose {checkpoint} and whether
+    # to resume. The whole folder is mirrored whatever they say. "checkpoint-*/trainer_state.json"
+    # names folder checkpoints by the file that marks them whole (bootstrap.mirror.selection).
     match: tuple[str, ...] = spec(_globs('match: "**/*.pt"'), ("**/*",))
+    # More to keep on persist beside the checkpoints (a TensorBoard folder, samples): folders,
+    # files or globs, placeholders applied; restored to their place on a new VM.
+    keep: tuple[str, ...] = spec(
+        NoneIs(_globs('keep: "{repo}/runs"', may_be_empty=True), tuple), ()
+    )
+    # Globs of what not to mirror (relative to run.checkpoints and to each kept folder's root):
+    # big junk such as "**/*.png" or "**/wandb".
+    exclude: tuple[str, ...] = spec(
+        NoneIs(_globs('exclude: "**/*.png"', may_be_empty=True), tuple), ()
+    )
     resume: tuple[str, ...] | None = spec(Optional(_TEXT_LIST), None)
     restarts: int = spec(Int(minimum=0), 3)
     time_limit: float | None = spec(Optional(Duration(parse_duration, positive=True)), None)
     stop_grace: float = spec(Duration(parse_duration), 60.0)
-    # none: stdin closed. terminal: a pseudo-terminal as stdin only (output stays piped and
-    # teed), for code that asks the terminal its size (`stty size`) or checks isatty().
-    stdin: Literal["none", "terminal"] = spec(OneOf("none", "terminal"), "none")
+    # What the training (and each run.prepare command) runs on. terminal: one pseudo-terminal
+    # as stdin, stdout and stderr, as a Colab `!` cell gives any command (isatty() is true,
+    # `stty size` works, what the user types reaches it; output still teed to the logs).
+    # none: stdin closed, stdout and stderr a pipe, for code that wants them.
+    stdin: Literal["none", "terminal"] = spec(OneOf("none", "terminal"), "terminal")
     setup: str | None = spec(Then(_OPTIONAL_STR, _entry_point), None)
     epochs: int | None = spec(Optional(Int(minimum=1)), None)
     # Commands run in {repo} after the data is staged and before the training (e.g. a

@@ -6,11 +6,12 @@ import shlex
 import time
 from pathlib import Path
 
-from bootstrap.mirror.files import find_checkpoints, newest_checkpoint
+from bootstrap.mirror.selection import newest_checkpoint
 from bootstrap.options import Options
 from bootstrap.plan import Plan
 from bootstrap.recipe.durations import format_duration
 from bootstrap.repo.gitsafety import describe_url
+from bootstrap.runner.kept import kept_files
 from bootstrap.runner.launch import build_command
 from bootstrap.runner.state import FINISHED, RunState
 
@@ -56,14 +57,22 @@ def describe_plan(plan: Plan, options: Options) -> list[str]:
             f"{prep.label:<13}{shlex.join([options.python, *prep.command])} "
             f"(once per VM and commit{creates})"
         )
-    mirrored = find_checkpoints(plan.mirror_dir, run.match)
+    main, *kept = plan.trees
+    mirrored = kept_files(main, on_persist=True)
     newest = newest_checkpoint(plan.checkpoints, run.match)
     restore = (
         "" if newest or not mirrored else f", {len(mirrored)} would be restored from the mirror"
     )
     lines += [
         f"checkpoints  {plan.checkpoints}{restore}",
-        f"  mirror     {plan.mirror_dir} ({len(mirrored)} file(s))",
+        f"  mirror     {plan.mirror_dir} ({len(mirrored)} file(s); the whole folder"
+        + (f" but {', '.join(run.exclude)}" if run.exclude else "")
+        + ")",
+    ]
+    lines += [
+        f"  keep       {tree.src}/{{{','.join(tree.include)}}} -> {tree.dst} "
+        f"({len(kept_files(tree, on_persist=True))} file(s))"
+        for tree in kept
     ]
     candidate = newest or newest_checkpoint(plan.mirror_dir, run.match)
     resume: list[str] = []

@@ -1,8 +1,10 @@
 """Start the training as a child process and tee its output.
 
 The child runs in its own process group (so the supervisor can signal it and every worker it
-starts at once), with stdin closed, and dies with the supervisor (PR_SET_PDEATHSIG on Linux), so
-a killed cell never leaves an orphan training holding the GPU. Its output goes untouched to the
+starts at once) and dies with the supervisor (PR_SET_PDEATHSIG on Linux), so a killed cell never
+leaves an orphan training holding the GPU. By default its stdin, stdout and stderr are one
+pseudo-terminal, as a Colab `!` cell gives any command (bootstrap.runner.terminal); with
+`run.stdin: none` its stdin is closed and its output a pipe. Its output goes untouched to the
 console and, with carriage-return progress collapsed to its last state, to a log file. The log
 is written from its own thread through a bounded queue: when persist is slow or failing, log
 lines are dropped, never the training blocked.
@@ -12,18 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bootstrap.plan import Plan
+
+if TYPE_CHECKING:
+    from bootstrap.runner.terminal import InputForwarder, Terminal
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,7 @@ def build_command(plan: Plan, resume: Sequence[str], python: str = sys.executabl
 
 def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
     env = dict(base)
-    # Python buffers stdout in a pipe; unbuffered keeps progress and logs live.
+    # Python buffers stdout in a pipe (run.stdin: none); unbuffered keeps progress and logs live.
     env["PYTHONUNBUFFERED"] = "1"
     # {repo} first, as the recipe promises; the folder holding this package last, so that
     # `python -m bootstrap.training.child` and `from bootstrap import Checkpointer` work even
@@ -156,16 +164,22 @@ class LogWriter:
             log.warning("cannot write the training log %s (%s); output still shown", self.path, exc)
 
 
-def _pseudo_terminal(rows: int = 24, columns: int = 120) -> tuple[int, int]:
-    """A pseudo-terminal pair (ours, the child's) with a fixed window size."""
-    import fcntl
-    import pty
-    import struct
-    import termios
+def read_output(fd: int) -> bytes:
+    """Read what the child wrote to its pipe or pty; b"" at the end of its output.
 
-    ours, theirs = pty.openpty()
-    fcntl.ioctl(theirs, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    return ours, theirs
+    A pty master reads EIO on Linux, not b"", once every copy of the child's side is closed
+    and everything written to it was read: that is the end of the output too.
+    """
+    while True:
+        select.select([fd], [], [])
+        try:
+            return os.read(fd, 65536)
+        except BlockingIOError:  # the pty master is non-blocking
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return b""
+            raise
 
 
 def _last_state(line: bytes) -> bytes:
@@ -174,7 +188,12 @@ def _last_state(line: bytes) -> bytes:
 
 
 class TrainingProcess:
-    """One attempt of the training: a child process group with its output teed."""
+    """One attempt of the training: a child process group with its output teed.
+
+    ``terminal_stdin`` (run.stdin: terminal, the default) gives the child one pseudo-terminal
+    as stdin, stdout and stderr, and, when our own stdin is a terminal, forwards what the user
+    types to it; otherwise its stdin is closed and its stdout and stderr one pipe.
+    """
 
     def __init__(
         self,
@@ -184,40 +203,64 @@ class TrainingProcess:
         env: Mapping[str, str],
         log_path: Path,
         output: OutputSink,
-        terminal_stdin: bool = False,
+        terminal_stdin: bool = True,
     ):
         self.argv = list(argv)
         self.log = LogWriter(log_path)
         self._output = output
-        self._terminal: int | None = None
-        stdin: int = subprocess.DEVNULL
+        self._terminal: Terminal | None = None
+        self._forwarder: InputForwarder | None = None
         if terminal_stdin:
-            self._terminal, stdin = _pseudo_terminal()
-        try:
-            self.proc = self._spawn(cwd, env, stdin)
-        finally:
-            if terminal_stdin:
-                os.close(stdin)  # the child holds its own copy
+            self.proc, self._terminal = self._spawn_on_terminal(cwd, env)
+            self._source = self._terminal.master
+        else:
+            self.proc = self._spawn(cwd, env, subprocess.DEVNULL, subprocess.PIPE)
+            assert self.proc.stdout is not None  # set by Popen(stdout=PIPE)
+            self._source = self.proc.stdout.fileno()
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._pump, name="bootstrap-tee", daemon=True)
         self._reader.start()
 
-    def _spawn(self, cwd: Path, env: Mapping[str, str], stdin: int) -> subprocess.Popen[bytes]:
+    def _spawn_on_terminal(
+        self, cwd: Path, env: Mapping[str, str]
+    ) -> tuple[subprocess.Popen[bytes], Terminal]:
+        from bootstrap.runner.terminal import InputForwarder, Terminal
+
+        # Someone can type only when our own stdin is a terminal (a Colab cell, a shell).
+        typing = os.isatty(0)
+        terminal = Terminal(echo=not typing)
+        try:
+            proc = self._spawn(cwd, env, terminal.slave, terminal.slave)
+        except BaseException:
+            terminal.close()
+            self.log.close()
+            raise
+        terminal.close_slave()  # the child holds its own copies
+        if typing:
+            self._forwarder = InputForwarder(0, terminal)
+        else:
+            # Nobody can type (CI, a notebook kernel, nohup): a prompt ends at once with
+            # EOFError, as with stdin closed, instead of waiting forever.
+            terminal.send_eof()
+        return proc, terminal
+
+    def _spawn(
+        self, cwd: Path, env: Mapping[str, str], stdin: int, stdout: int
+    ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             self.argv,
             cwd=cwd,
             env=dict(env),
             stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdout=stdout,
+            # one stream, in the order written: the same pty, or the stdout pipe
+            stderr=stdout if stdout != subprocess.PIPE else subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
 
     def _pump(self) -> None:
-        assert self.proc.stdout is not None  # set by Popen(stdout=PIPE)
-        fd = self.proc.stdout.fileno()
-        while chunk := os.read(fd, 65536):
+        while chunk := read_output(self._source):
             with contextlib.suppress(Exception):
                 self._output(chunk)
             self.log.feed(chunk)
@@ -237,13 +280,24 @@ class TrainingProcess:
             os.killpg(self.pid, sig)
 
     def finish(self) -> None:
-        """After exit: end leftover workers, drain the remaining output, close the log."""
-        # Workers that outlived the training would hold the GPU and keep the pipe open.
+        """After exit: stop forwarding input, end leftover workers, drain the remaining output,
+        close the log."""
+        # First, so that no line typed from now on is taken: it belongs to what runs next.
+        if self._forwarder is not None:
+            self._forwarder.stop()
+            self._forwarder = None
+        # Workers that outlived the training would hold the GPU and keep the pipe or pty open.
         self.signal(signal.SIGKILL)
+        # All of the output, up to the end: closing before would lose its last lines.
         self._reader.join(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if self._terminal is not None:
-            os.close(self._terminal)
-            self._terminal = None
+        if self._reader.is_alive():
+            # Something outside the process group still holds the child's side. Closing now
+            # would let the reader's fd number be reused, and read someone else's data.
+            log.debug("output of %s still open after its exit; left open", self.argv[0])
+        else:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            if self._terminal is not None:
+                self._terminal.close()
+                self._terminal = None
         self.log.close()

@@ -17,13 +17,15 @@ from pathlib import Path
 
 from bootstrap.errors import DriveNotMounted, ExitCode, HostError, UsageError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host, detect_host
-from bootstrap.mirror.files import find_checkpoints, newest_checkpoint, stamp
+from bootstrap.mirror.files import stamp
 from bootstrap.mirror.restore import holds_version, load_manifest
+from bootstrap.mirror.selection import newest_checkpoint
 from bootstrap.options import Options
 from bootstrap.plan import Plan, resolve_plan
 from bootstrap.recipe.durations import format_duration
 from bootstrap.recipe.load import load_recipe
 from bootstrap.report import Reporter, SilentReporter
+from bootstrap.runner.kept import kept_files
 from bootstrap.runner.setup import setup
 from bootstrap.runner.state import FAILED, FINISHED, INTERRUPTED, PAUSED, STOPPED, RunState
 from bootstrap.runner.supervise import RERUN, Outcome, Supervisor
@@ -31,7 +33,7 @@ from bootstrap.runner.supervise import RERUN, Outcome, Supervisor
 log = logging.getLogger(__name__)
 
 # Scanning the checkpoint folder is a few stat calls; persist is written only on change.
-DEFAULT_MIRROR_INTERVAL = 2.0
+DEFAULT_MIRROR_INTERVAL = 0.5
 AGAIN_HINT = (
     "to train on from its newest checkpoint, raise the training's length (its epochs, in the "
     "recipe or with --set) and pass --extend; to start over, pass --fresh"
@@ -113,6 +115,7 @@ def execute(
         plan,
         state,
         output=ui.output,
+        progress=ui.progress,
         python=options.python,
         environ=env,
         mirror_interval=_mirror_interval(env),
@@ -148,21 +151,21 @@ def _past_time_limit(plan: Plan, deadline: float) -> Outcome:
 
 
 def start_fresh(plan: Plan) -> None:
-    """--fresh: set earlier checkpoints aside (one copy of each is kept) and forget the run
-    state."""
+    """--fresh: set earlier checkpoints and kept files aside (one copy of each is kept) and
+    forget the run state."""
     archive = plan.run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-    match = plan.recipe.run.match
-    manifest = load_manifest(plan.mirror_dir)
-    # Scratch first, while the mirror is in place to compare with: a file the mirror holds is
-    # archived from there, and a second copy would be a slow upload into the Drive quota.
-    for path in find_checkpoints(plan.checkpoints, match):
-        relative = path.relative_to(plan.checkpoints)
-        if holds_version(plan.mirror_dir, relative, stamp(path.stat()), manifest):
-            path.unlink()
-        else:
-            _move(path, archive / "scratch" / relative)
-    for path in find_checkpoints(plan.mirror_dir, match):
-        _move(path, archive / "mirrored" / path.relative_to(plan.mirror_dir))
+    for tree in plan.trees:
+        manifest = load_manifest(tree.dst)
+        # Scratch first, while the mirror is in place to compare with: a file the mirror holds
+        # is archived from there, and a second copy would be a slow upload into the Drive quota.
+        for path in kept_files(tree):
+            relative = path.relative_to(tree.src)
+            if holds_version(tree.dst, relative, stamp(path.stat()), manifest):
+                path.unlink()
+            else:
+                _move(path, archive / "scratch" / tree.label / relative)
+        for path in kept_files(tree, on_persist=True):
+            _move(path, archive / "mirrored" / tree.label / path.relative_to(tree.dst))
     if plan.state_file.exists():
         archive.mkdir(parents=True, exist_ok=True)
         shutil.move(str(plan.state_file), archive / "state.json")

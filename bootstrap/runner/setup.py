@@ -12,12 +12,12 @@ from pathlib import Path
 from bootstrap.data.stage import stage_data
 from bootstrap.deps.install import install_requirements
 from bootstrap.errors import RepoError
-from bootstrap.mirror.restore import restore_checkpoints
 from bootstrap.options import Options
 from bootstrap.plan import Plan
 from bootstrap.repo.checkout import sync_repo
 from bootstrap.repo.gitsafety import describe_url
 from bootstrap.report import Reporter
+from bootstrap.runner.kept import restore_kept
 from bootstrap.runner.prepare_steps import run_prepare_step
 from bootstrap.runner.state import RunState
 
@@ -57,11 +57,12 @@ def setup(
             )
             (step.skip if prepared.skipped else step.note)(prepared.reason)
     with ui.step("checkpoints") as step:
-        restored = restore_checkpoints(
-            plan.mirror_dir, plan.checkpoints, plan.recipe.run.match, progress=ui.progress
-        )
+        restored = restore_kept(plan, progress=ui.progress)
         if restored:
-            step.note(f"restored {len(restored)} file(s) from {plan.mirror_dir}")
+            folder_count = sum(path.is_dir() for path in restored)
+            counts = ((len(restored) - folder_count, "file"), (folder_count, "checkpoint folder"))
+            what = ", ".join(f"{n} {noun}{'s' if n != 1 else ''}" for n, noun in counts if n)
+            step.note(f"restored {what} from {plan.run_dir}")
         else:
             step.skip("nothing to restore")
 

@@ -6,10 +6,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bootstrap.mirror.files import newest_checkpoint, stamp
-from bootstrap.mirror.restore import holds_version, load_manifest
+from bootstrap.mirror.selection import newest_checkpoint
 from bootstrap.plan import Plan
 from bootstrap.recipe.durations import format_duration
+from bootstrap.runner.kept import is_mirrored
 from bootstrap.runner.launch import signal_name
 from bootstrap.runner.state import RunState
 
@@ -54,9 +54,7 @@ def describe_status(plan: Plan, now: float | None = None) -> list[str]:
 def _mirrored(plan: Plan, local: Path) -> bool:
     """Whether the mirror holds this version of ``local``, by the mirror's own rule."""
     try:
-        manifest = load_manifest(plan.mirror_dir)
-        rel = local.relative_to(plan.checkpoints)
-        return holds_version(plan.mirror_dir, rel, stamp(local.stat()), manifest)
+        return is_mirrored(plan, local)
     except OSError:  # persist failing: nothing there can be counted on
         return False
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from bootstrap.errors import BootstrapError, ExitCode
 from bootstrap.mirror.faults import persist_fault_hook
-from bootstrap.mirror.files import newest_checkpoint
-from bootstrap.mirror.thread import CheckpointMirror
+from bootstrap.mirror.selection import newest_checkpoint
 from bootstrap.plan import Plan
+from bootstrap.progress import ProgressFactory, no_progress
 from bootstrap.recipe.durations import format_duration
 from bootstrap.runner.attempts import (
     CRASH_LOOP_SECONDS,
@@ -36,6 +36,7 @@ from bootstrap.runner.attempts import (
     ending_message,
     stop_ending,
 )
+from bootstrap.runner.kept import make_mirror
 from bootstrap.runner.launch import (
     OutputSink,
     TrainingProcess,
@@ -87,8 +88,9 @@ class Supervisor:
         *,
         output: OutputSink,
         python: str,
+        progress: ProgressFactory = no_progress,
         environ: dict[str, str] | None = None,
-        mirror_interval: float = 5.0,
+        mirror_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
         rerun: str = RERUN,
     ):
@@ -96,15 +98,12 @@ class Supervisor:
         self.rerun = rerun
         self.state = state
         self.output = output
+        self.progress = progress  # for the final mirror pass, which the user waits for
         self.python = python
         self.environ = dict(os.environ if environ is None else environ)
         self.clock = clock
-        self.mirror = CheckpointMirror(
-            plan.checkpoints,
-            plan.mirror_dir,
-            plan.recipe.run.match,
-            interval=mirror_interval,
-            fault_hook=persist_fault_hook(self.environ),
+        self.mirror = make_mirror(
+            plan, interval=mirror_interval, fault_hook=persist_fault_hook(self.environ)
         )
         self._stop_reason: str | None = None  # INTERRUPTED, STOPPED (time limit) or PAUSED
         self._session_end: float | None = None  # from run.stop_after, set when the run starts
@@ -155,7 +154,7 @@ class Supervisor:
                 return self._attempt_loop()
         finally:
             if not self._mirrored:  # an unexpected error: still save what can be saved
-                self.mirror.stop(timeout=self._final_mirror_timeout())
+                self.mirror.stop(timeout=self._final_mirror_timeout(), progress=self.progress)
 
     def _attempt_loop(self) -> Outcome:
         """Launch attempts until a stop comes between two or ``decide`` ends the run."""
@@ -314,7 +313,7 @@ class Supervisor:
         # The final mirror pass, before the state says we are done. Bounded: a hung Drive
         # must not hang the cell forever (the files stay on scratch and in the next run).
         # (the mirror itself warns about anything it could not copy)
-        self.mirror.stop(timeout=self._final_mirror_timeout())
+        self.mirror.stop(timeout=self._final_mirror_timeout(), progress=self.progress)
         self._mirrored = True
         self.state.status = ending.status
         self.state.save(self.plan.state_file)
