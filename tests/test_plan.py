@@ -116,3 +116,35 @@ def test_colab_without_drive_stops_with_the_cell_to_run(tmp_path: Path) -> None:
     assert resolve_plan(
         recipe, _colab(tmp_path, mounted=True), persist=on_drive, environ={}
     ).persist == Path(on_drive)
+
+
+def test_run_keep_becomes_one_mirrored_tree_per_root(tmp_path: Path) -> None:
+    text = RECIPE + (
+        '  keep: ["{repo}/runs", "{repo}/metrics.csv", "{scratch}/samples/*.png",'
+        ' "/elsewhere/logs", "{persist}/already-safe"]\n'
+        '  exclude: ["**/wandb"]\n'
+        '  match: "checkpoint-*/trainer_state.json"\n'
+    )
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", text), environ={})
+    plan = resolve_plan(recipe, LAPTOP, persist="/p", scratch="/s", environ={}, now=50.0)
+    main, *kept = plan.trees
+    assert (main.src, main.dst, main.include) == (plan.checkpoints, plan.mirror_dir, ("**/*",))
+    assert [(t.src, t.dst, t.include, t.label) for t in kept] == [
+        (
+            Path("/s/repos/exp-1/src"),
+            Path("/p/runs/exp-1/kept/repo"),
+            ("runs", "runs/**/*", "metrics.csv", "metrics.csv/**/*"),
+            "kept/repo",
+        ),
+        (Path("/s"), Path("/p/runs/exp-1/kept/scratch"), ("samples/*.png",), "kept/scratch"),
+        (
+            Path("/"),
+            Path("/p/runs/exp-1/kept/root"),
+            ("elsewhere/logs", "elsewhere/logs/**/*"),
+            "kept/root",
+        ),
+    ]  # {persist}/already-safe is on persist already: left where it is
+    assert all(tree.exclude == ("**/wandb",) for tree in plan.trees)
+    assert [(r.folder, r.marker) for r in plan.folder_checkpoints] == [
+        ("checkpoint-*", "trainer_state.json")
+    ]

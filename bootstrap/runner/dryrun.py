@@ -69,11 +69,13 @@ def describe_plan(plan: Plan, options: Options) -> list[str]:
         + (f" but {', '.join(run.exclude)}" if run.exclude else "")
         + ")",
     ]
-    lines += [
-        f"  keep       {tree.src}/{{{','.join(tree.include)}}} -> {tree.dst} "
-        f"({len(kept_files(tree, on_persist=True))} file(s))"
-        for tree in kept
-    ]
+    for tree in kept:
+        # "runs" and "runs/**/*" are one run.keep entry: a file, or a folder and all inside.
+        entries = [str(tree.src / g) for g in tree.include if not g.endswith("/**/*")]
+        lines.append(
+            f"  keep       {', '.join(entries) or tree.src} -> {tree.dst} "
+            f"({len(kept_files(tree, on_persist=True))} file(s))"
+        )
     candidate = newest or newest_checkpoint(plan.mirror_dir, run.match)
     resume: list[str] = []
     if candidate is not None and plan.resume_args is not None and not options.fresh:
