@@ -207,9 +207,11 @@ def _kept_trees(
     for index, entry in enumerate(entries):
         key = f"run.keep[{index}]"
         text = _expand(entry, values, env, key)
-        cut = next((i for i, part in enumerate(Path(text).parts) if has_wildcard(part)), None)
-        fixed = _path(str(Path(*Path(text).parts[:cut])) if cut else text, base)
-        pattern = "/".join(Path(text).parts[cut:]) if cut is not None else None
+        parts = Path(text).parts
+        cut = next((i for i, part in enumerate(parts) if has_wildcard(part)), None)
+        # The folder before the first wildcard, and the glob from there ("." when it starts).
+        fixed = _path(text if cut is None else str(Path(*parts[:cut])), base)
+        pattern = None if cut is None else "/".join(parts[cut:])
         label, root = _kept_root(fixed, roots, work_dir)
         if label is None:
             log.info("%s (%s) is on persist already: it is kept where it is", key, fixed)

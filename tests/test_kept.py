@@ -99,3 +99,36 @@ def test_a_resume_that_reads_files_beside_its_checkpoint_survives_a_new_vm(
     assert events[0] == "step 1" and events[-1] == f"step {mirrored + 5}"
     assert f"resumed at step {mirrored} " in again.stdout
     assert not (run / "checkpoints" / "junk").exists()
+
+
+def test_restore_kept_brings_folder_checkpoints_back_whole_only(tmp_path: Path) -> None:
+    """What the setup step restores on a new VM: a folder checkpoint only with its marker (the
+    mirror put it there whole), and everything else in the checkpoints folder."""
+    from bootstrap.host import Host
+    from bootstrap.plan import resolve_plan
+    from bootstrap.recipe.load import load_recipe
+    from bootstrap.runner.kept import restore_kept
+
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path / "r.yaml",
+            "name: hf\nrepo: {url: ./code}\n"
+            "run: {script: train.py, match: 'checkpoint-*/trainer_state.json'}\n",
+        ),
+        environ={},
+    )
+    host = Host(
+        on_colab=False, content_dir=tmp_path, drive_mounted=False, gpu_names=(), boot_time=0.0
+    )
+    plan = resolve_plan(
+        recipe, host, persist=str(tmp_path / "p"), scratch=str(tmp_path / "s"), environ={}
+    )
+    for step, names in ((3, ["weights.bin", "trainer_state.json"]), (6, ["weights.bin"])):
+        for name in names:
+            path = plan.mirror_dir / f"checkpoint-{step}" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}" if name.endswith(".json") else "w" * 64)
+    (plan.mirror_dir / "config.json").write_text("{}")
+    restored = restore_kept(plan)
+    assert sorted(restored) == [plan.checkpoints / "checkpoint-3", plan.checkpoints / "config.json"]
+    assert not (plan.checkpoints / "checkpoint-6").exists()  # no marker: not one the mirror made

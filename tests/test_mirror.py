@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 import zipfile
@@ -332,8 +333,16 @@ def test_a_copy_that_does_not_read_back_whole_never_replaces_the_mirror(
 
 
 def test_source_rewritten_during_the_copy_goes_by_snapshot_and_is_no_persist_failure(
-    src: Path, dst: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    src: Path,
+    dst: Path,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    snapshots = tmp_path / "system temp"
+    snapshots.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(snapshots))
     path = put(src / "data.bin", os.urandom(9 << 20), T0)
     half_copies: list[bytes] = []
 
@@ -354,6 +363,9 @@ def test_source_rewritten_during_the_copy_goes_by_snapshot_and_is_no_persist_fai
     assert (dst / "data.bin").read_bytes() == path.read_bytes() and temps(dst) == []
     assert half_copies == ["data.bin"]  # one replace: the snapshot's
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert list(snapshots.iterdir())  # the snapshot folder, kept for the next pass
+    mirror.stop(final=False)
+    assert list(snapshots.iterdir()) == []  # and removed when the mirror stops
 
 
 def test_a_new_session_trusts_the_manifest_and_cleans_stale_temps(
@@ -721,3 +733,14 @@ def test_the_final_pass_shows_its_progress_in_bytes(src: Path, dst: Path) -> Non
     folder = sum(p.stat().st_size for p in (src / "checkpoint-5").iterdir())
     assert progress.opened == [(len(data) + folder, "B")]
     assert sum(progress.advances) == len(data) + folder and progress.closed == 1
+
+
+def test_restore_skips_a_folder_checkpoint_with_a_torn_file_and_restores_the_rest(
+    src: Path, dst: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hf_checkpoint(dst, 2)
+    hf_checkpoint(dst, 4)
+    put(dst / "checkpoint-4" / "optimizer.pt", archive(b"4")[:-30], T0)  # damaged on Drive
+    restored = restore_checkpoints(dst, src, folders=HF)
+    assert restored == [src / "checkpoint-2"] and not (src / "checkpoint-4").exists()
+    assert "checkpoint-4: a file in it looks incomplete" in caplog.text

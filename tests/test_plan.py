@@ -145,6 +145,12 @@ def test_run_keep_becomes_one_mirrored_tree_per_root(tmp_path: Path) -> None:
         ),
     ]  # {persist}/already-safe is on persist already: left where it is
     assert all(tree.exclude == ("**/wandb",) for tree in plan.trees)
+    # A glob from its first part on is relative to the recipe's folder, as every path is.
+    starts_with_glob = load_recipe(
+        write_recipe(tmp_path / "g.yaml", RECIPE + '  keep: ["*.log"]\n'), environ={}
+    )
+    (tree,) = resolve_plan(starts_with_glob, LAPTOP, persist="/p", scratch="/s", environ={}).kept
+    assert tree.src / tree.include[0] == tmp_path / "*.log"
     assert [(r.folder, r.marker) for r in plan.folder_checkpoints] == [
         ("checkpoint-*", "trainer_state.json")
     ]

@@ -114,8 +114,11 @@ def _units_to_restore(
             target = scratch_dir / folder.relative_to(persist_dir)
             if not _needs_restore(stamp(marker.stat()), target / rule.marker):
                 continue
-            files = {p.relative_to(folder): stamp(p.stat()) for p in rule.files(folder)}
-            units.append((folder, files))
+            paths = rule.files(folder)
+            if not all(is_complete(p) for p in paths):
+                log.warning("not restoring %s: a file in it looks incomplete", folder)
+                continue
+            units.append((folder, {p.relative_to(folder): stamp(p.stat()) for p in paths}))
     return units
 
 

@@ -97,6 +97,8 @@ class CheckpointMirror(MirrorSync):
         if thread is not None:
             thread.join(self._left(started, timeout))
         if not final:
+            if thread is None or not thread.is_alive():
+                self._close()
             return None
         result: list[SyncReport] = []
         worker = threading.Thread(
@@ -114,8 +116,7 @@ class CheckpointMirror(MirrorSync):
                 self.src,
             )
             return None
-        for sync in (self, *self.also):
-            sync.close()
+        self._close()
         report = result[0]
         waiting = report.pending + report.failed
         if waiting:
@@ -130,6 +131,11 @@ class CheckpointMirror(MirrorSync):
                 self.src,
             )
         return report
+
+    def _close(self) -> None:
+        """After the last pass: remove the snapshots made on scratch."""
+        for sync in (self, *self.also):
+            sync.close()
 
     def _give_up(self, deadline: float | None) -> None:
         for sync in (self, *self.also):

@@ -46,16 +46,18 @@ def make_mirror(
 def restore_kept(plan: Plan, progress: ProgressFactory = no_progress) -> list[Path]:
     """Put every mirrored file and folder checkpoint back at its place on scratch (a new VM);
     the checkpoints folder first. Returns what was restored."""
-    restored: list[Path] = []
-    for tree in plan.trees:
+    main, *kept = plan.trees
+    restored = restore_checkpoints(
+        main.dst,
+        main.src,
+        main.include,
+        progress,
+        exclude=main.exclude,
+        folders=plan.folder_checkpoints,
+    )
+    for tree in kept:
         restored += restore_checkpoints(
-            tree.dst,
-            tree.src,
-            tree.include,
-            progress,
-            exclude=tree.exclude,
-            folders=plan.folder_checkpoints if tree is plan.trees[0] else (),
-            what=f"{tree.label} files" if tree.label else "checkpoints",
+            tree.dst, tree.src, tree.include, progress, exclude=tree.exclude, what=tree.label
         )
     return restored
 
