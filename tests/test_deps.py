@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.deps.install import InstallResult, install_requirements
+from bootstrap.deps.install import PENDING, InstallResult, install_requirements
 from bootstrap.deps.requirements import asks_any_version, canonical_name, logical_lines, name_of
 from bootstrap.errors import InstallError
 
@@ -344,6 +345,45 @@ def test_a_package_a_killed_install_left_half_written_is_reinstalled(target: Tar
     target.install(repo)
     assert (site / "alpha" / "__init__.py").read_text() == "VERSION = '1.0'\n"
     assert (site / "alpha-1.0.dist-info" / "INSTALLER").exists()
+
+
+def test_a_package_whose_record_a_kill_cut_short_is_reinstalled(
+    target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv writes INSTALLER, then RECORD anew, 8 KiB at a time: killed in between, a package
+    looks installed (METADATA, INSTALLER, every file) but its next uninstall reads a short
+    RECORD and leaves its .dist-info beside the new version's. Here uv runs whole, then the
+    kill cuts beta's RECORD after its first line (a cut at a line end: nothing in the file
+    says it is short) before the process dies by SIGKILL, as a killed tool's installer does."""
+    from uv import find_uv_bin  # a test dependency: the tool finds it the same way
+
+    real_uv = shutil.which("uv") or find_uv_bin()
+    repo = target.root / "repo"
+    write(repo / "requirements.txt", "beta==1.0\n")
+    target.install(repo)
+    site = _site(target)
+    record = site / "beta-2.0.dist-info" / "RECORD"
+    killed = tmp_path / "killed-uv"
+    write(
+        killed / "uv",
+        f'#!/bin/sh\n{real_uv} "$@" || exit $?\n'
+        f"head -n 1 {record} > {tmp_path}/cut && cat {tmp_path}/cut > {record}\n"
+        "kill -KILL $$\n",
+    ).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{killed}{os.pathsep}{os.environ['PATH']}")
+    write(repo / "requirements.txt", "beta==2.0\n")
+    with pytest.raises(InstallError, match="killed by signal 9"):
+        target.install(repo)
+    assert len(record.read_text().splitlines()) == 1
+    assert (site / PENDING).exists()
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])
+    target.install(repo)  # beta 2.0 passes for installed; the PENDING file says otherwise
+    assert "beta/__init__.py" in record.read_text(), record.read_text()
+    assert not (site / PENDING).exists()
+    write(repo / "requirements.txt", "beta==1.0\n")
+    target.install(repo)
+    assert sorted(p.name for p in site.glob("beta-*.dist-info")) == ["beta-1.0.dist-info"]
+    assert target.versions("beta") == {"beta": "1.0"}
 
 
 def test_debris_of_a_killed_uninstall_is_removed_before_installing(target: Target) -> None:

@@ -24,7 +24,12 @@ Interrupted installs. The marker is cleared before the installer starts, so a ki
 redone, and what it left behind is dealt with first. uv links a wheel's files in no set order, so
 a package it was writing can pass for installed; uv and pip write INSTALLER after every other
 file, so a .dist-info without it is half-done, and uv is told to reinstall it (pip cannot
-reinstall one package alone, but it writes a wheel's .dist-info last). An uninstall cut short
+reinstall one package alone, but it writes a wheel's .dist-info last). INSTALLER is not enough:
+uv rewrites RECORD after it, 8 KiB at a time, and a package whose RECORD was cut short looks
+installed but cannot be uninstalled, so its .dist-info outlives the next upgrade. So while the
+installer runs, a file named ``PENDING`` sits in the target's site-packages (it lives and dies
+with the packages, whatever happens to scratch); found by the next install, every .dist-info
+changed since it was written is reinstalled too. An uninstall cut short
 leaves debris that is deleted: uv's, a .dist-info without METADATA (it removes the folder last;
 no tool can read or uninstall it); pip's, the ~-named folders it moves the old version to until
 the new one is in (pip takes them for the package and keeps the old .dist-info beside the new).
@@ -81,18 +86,34 @@ for dist in metadata.distributions():
         found[key] = dist.version
 print(json.dumps(found))
 """
+PENDING = ".colab-bootstrap-install-pending"
+# Run by the training's interpreter: what a killed install left in its site-packages. argv[1] is
+# PENDING; a .dist-info is changed since it when the folder's entries or its RECORD are.
 _LEFTOVERS = """
-import json, os, sysconfig
+import json, os, sys, sysconfig
+purelib = sysconfig.get_path("purelib")
+try:
+    since = os.stat(os.path.join(purelib, sys.argv[1])).st_mtime_ns
+except OSError:
+    since = None
 half, debris = [], []
-for folder in dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]):
+for folder in dict.fromkeys([purelib, sysconfig.get_path("platlib")]):
     for name in os.listdir(folder) if os.path.isdir(folder) else ():
         path = os.path.join(folder, name)
         info = name.endswith(".dist-info") and os.path.isdir(path)
         if name.startswith("~") or info and not os.path.exists(os.path.join(path, "METADATA")):
             debris.append(path)
-        elif info and not os.path.exists(os.path.join(path, "INSTALLER")):
+            continue
+        if not info:
+            continue
+        changed = False
+        if since is not None:
+            record = os.path.join(path, "RECORD")
+            times = [os.stat(p).st_mtime_ns for p in (path, record) if os.path.exists(p)]
+            changed = max(times) >= since
+        if changed or not os.path.exists(os.path.join(path, "INSTALLER")):
             half.append(name[: -len(".dist-info")].rsplit("-", 1)[0])
-print(json.dumps([half, debris]))
+print(json.dumps([half, debris, purelib]))
 """
 
 Installer = Literal["auto", "uv", "pip"]
@@ -174,9 +195,11 @@ def install_requirements(
         req_file, con_file = state_dir / "install-requirements.txt", state_dir / "install-con.txt"
         atomic_write_text(req_file, filtered)
         atomic_write_text(con_file, constraints)
-        argv += ["-r", str(req_file), "-c", str(con_file), *_repair(name, python, pins, state_dir)]
-        argv += pip_args
+        repair, pending = _repair(name, python, pins, state_dir)
+        argv += ["-r", str(req_file), "-c", str(con_file), *repair, *pip_args]
         _run(argv, repo_root, log_path, progress, name, reader.labels, pins)
+        if pending is not None:
+            pending.unlink(missing_ok=True)
     else:
         log.debug("nothing left to install once kept packages are held")
     marker.mark_done(key, installer=name, files=[str(f) for f in reader.files], held=held)
@@ -259,21 +282,33 @@ def _metadata_version(info: str) -> str | None:
     return None
 
 
-def _repair(installer: str, python: Path, pins: dict[str, tuple[str, str]], cwd: Path) -> list[str]:
-    """Clear what a killed install left behind; installer arguments that finish its work."""
+def _repair(
+    installer: str, python: Path, pins: dict[str, tuple[str, str]], cwd: Path
+) -> tuple[list[str], Path | None]:
+    """Clear what a killed install left behind; installer arguments that finish its work, and
+    the PENDING file, written now unless a killed install left it (its time says what it did)."""
     try:
         done = subprocess.run(
-            [str(python), "-c", _LEFTOVERS],
+            [str(python), "-c", _LEFTOVERS, PENDING],
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        half, debris = json.loads(done.stdout)
+        half, debris, purelib = json.loads(done.stdout)
     except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
         log.debug("could not look for what an interrupted install left: %s", exc)
-        return []
+        return [], None
+    pending: Path | None = Path(purelib) / PENDING
+    try:
+        with open(pending, "x", encoding="utf-8") as handle:  # "x": a killed install's stays
+            handle.write("colab-bootstrap installs here; a killed install leaves this file\n")
+    except FileExistsError:
+        pass
+    except OSError as exc:  # read-only site-packages: the installer will say so
+        log.debug("cannot write %s: %s", pending, exc)
+        pending = None
     if debris:
         log.warning("removing %s, left by an interrupted uninstall", ", ".join(debris))
     for path in map(Path, debris):
@@ -284,9 +319,11 @@ def _repair(installer: str, python: Path, pins: dict[str, tuple[str, str]], cwd:
                 path.unlink()
     found = sorted({canonical_name(n) for n in half} - set(pins))  # held ones are never written
     if not found or installer != "uv":
-        return []
-    log.warning("reinstalling %s, left half-installed by an interrupted install", ", ".join(found))
-    return [arg for name in found for arg in ("--reinstall-package", name)]
+        return [], pending
+    log.warning(
+        "reinstalling %s, which an interrupted install may have left half-done", ", ".join(found)
+    )
+    return [arg for name in found for arg in ("--reinstall-package", name)], pending
 
 
 def _find_installer(choice: Installer, python: Path) -> tuple[str, list[str]]:
