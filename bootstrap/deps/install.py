@@ -300,15 +300,7 @@ def _repair(
     except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
         log.debug("could not look for what an interrupted install left: %s", exc)
         return [], None
-    pending: Path | None = Path(purelib) / PENDING
-    try:
-        with open(pending, "x", encoding="utf-8") as handle:  # "x": a killed install's stays
-            handle.write("colab-bootstrap installs here; a killed install leaves this file\n")
-    except FileExistsError:
-        pass
-    except OSError as exc:  # read-only site-packages: the installer will say so
-        log.debug("cannot write %s: %s", pending, exc)
-        pending = None
+    pending = _mark_pending(Path(purelib) / PENDING)
     if debris:
         log.warning("removing %s, left by an interrupted uninstall", ", ".join(debris))
     for path in map(Path, debris):
@@ -324,6 +316,19 @@ def _repair(
         "reinstalling %s, which an interrupted install may have left half-done", ", ".join(found)
     )
     return [arg for name in found for arg in ("--reinstall-package", name)], pending
+
+
+def _mark_pending(path: Path) -> Path | None:
+    """Write the PENDING file, unless a killed install left it: its time says what it touched."""
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write("colab-bootstrap installs here; a killed install leaves this file\n")
+    except FileExistsError:
+        pass
+    except OSError as exc:  # a read-only site-packages: the installer will say so
+        log.debug("cannot write %s: %s", path, exc)
+        return None
+    return path
 
 
 def _find_installer(choice: Installer, python: Path) -> tuple[str, list[str]]:
