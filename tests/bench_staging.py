@@ -1,5 +1,8 @@
 """Benchmark stage_data against the manual way (cp the archive to local disk, then tar -xf).
 
+The manual tar takes the tool's ownership options (-p --no-same-owner): as root, a plain
+``tar -xf`` would also chown every file, work the tool does not do.
+
 Run: python tests/bench_staging.py [--quick] [--runs 4] [--dir /some/disk] [--writers N]
                                    [--url-mbps 100]
 Prints one row per case: the median of the runs of each way, their ratio and the goal. The
@@ -34,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bootstrap.data.gnutar import extract as gnutar  # noqa: E402
+from bootstrap.data.gnutar.processes import OWNERSHIP  # noqa: E402
 from bootstrap.data.stage import stage_data  # noqa: E402
 
 
@@ -67,7 +71,8 @@ def _settle() -> None:
 
 def _manual(fetch: list[str], copy: Path, out: Path) -> None:
     subprocess.run([*fetch, str(copy)], check=True)
-    subprocess.run(["tar", "-xf", str(copy), "-C", str(out)], check=True)
+    # The tool's ownership options: as root, a plain tar -xf chowns every file too.
+    subprocess.run(["tar", "-xf", str(copy), "-C", str(out), *OWNERSHIP], check=True)
 
 
 # A file server in a process of its own (so that it takes no GIL from the staging it feeds),

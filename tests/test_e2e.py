@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,28 +197,83 @@ def test_parent_never_imports_torch(sandbox: Sandbox, demo: Path) -> None:
     assert "epoch 0: loss" in result.stdout  # the child did import torch and train
 
 
-def test_dry_run_has_no_side_effects(sandbox: Sandbox, demo: Path) -> None:
+def _plan_lines(output: str) -> list[str]:
+    return [" ".join(line.split()) for line in output.splitlines()]
+
+
+def test_dry_run_shows_the_resolved_plan_and_has_no_side_effects(
+    sandbox: Sandbox, demo: Path
+) -> None:
+    persist, scratch, python = sandbox.persist, sandbox.scratch, sys.executable
     before = sorted(sandbox.root.rglob("*"))
-    result = sandbox.cli(demo, "--dry-run")
+    result = sandbox.cli(demo, "--dry-run", "--set", "run.args[5]=2")
     assert result.returncode == 0, result.stderr
-    assert "would clone" in result.stdout or "clone" in result.stdout
-    assert str(sandbox.persist / "runs" / "demo") in result.stdout
-    assert "train.py" in result.stdout
-    assert "(skipped when already staged)" in result.stdout  # the demo's archive is there
     assert sorted(sandbox.root.rglob("*")) == before
+    shown = _plan_lines(result.stdout)
+    ckpt, data = scratch / "checkpoints/demo", scratch / "datasets/demo"
+    fresh_command = (
+        f"command {python} {scratch}/repos/demo/train.py --data_root {data}/toy "
+        f"--logdir {ckpt} --epochs 2"
+    )
+    for line in [
+        f"run folder {persist}/runs/demo",
+        "run state new, 0 attempt(s) so far",
+        f"clone {scratch}/repos/demo (would clone)",
+        f"data[0] {demo.parent}/demo/data.tar.gz -> {data} (skipped when already staged)",
+        f"checkpoints {ckpt}",
+        f"mirror {persist}/runs/demo/checkpoints (0 file(s); the whole folder)",
+        fresh_command,  # nothing to resume from: no --resume
+        f"in {scratch}/repos/demo",
+    ]:
+        assert line in shown, f"{line!r} not in:\n{result.stdout}"
+
+    # A lost VM: the run's checkpoints are on persist only. The plan restores and resumes.
+    assert sandbox.cli(demo, "--set", "run.args[5]=2").returncode == 0
+    sandbox.wipe_scratch()
+    before = sorted(sandbox.root.rglob("*"))
+    again = sandbox.cli(demo, "--dry-run", "--set", "run.args[5]=4", "--extend")
+    assert again.returncode == 0, again.stderr
+    assert sorted(sandbox.root.rglob("*")) == before
+    shown = _plan_lines(again.stdout)
+    for line in [
+        "run state finished, 1 attempt(s) so far",
+        f"checkpoints {ckpt}, 2 would be restored from the mirror",
+        f"mirror {persist}/runs/demo/checkpoints (2 file(s); the whole folder)",
+        fresh_command.replace("--epochs 2", "--epochs 4") + f" --resume {ckpt}/epoch-001.pt",
+    ]:
+        assert line in shown, f"{line!r} not in:\n{again.stdout}"
+
     missing = sandbox.cli(demo, "--dry-run", "--set", "data[0].source=nowhere.tar.gz")
     assert missing.returncode == 0, missing.stderr
-    assert "nowhere.tar.gz -> " in missing.stdout
-    assert "(MISSING: a run would stop here)" in missing.stdout
+    assert f"data[0] {demo.parent}/nowhere.tar.gz -> {data} (MISSING: a run would stop here)" in (
+        _plan_lines(missing.stdout)
+    ), missing.stdout
 
 
-def test_smoke_workflow_script_passes_on_the_shipped_recipes(sandbox: Sandbox, demo: Path) -> None:
-    """The users' CI template, run for real: its loop over recipes/*.yaml with --smoke."""
+def _offline(recipe: Path) -> bool:
+    """Whether a shipped recipe runs here: its repo is a local folder, not a URL."""
+    import yaml
+
+    url = str(yaml.safe_load(recipe.read_text(encoding="utf-8"))["repo"]["url"])
+    return "://" not in url and not url.startswith("git@")
+
+
+def test_smoke_workflow_loop_runs_every_offline_recipe_and_reports_a_broken_one(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The users' CI template, run for real: its loop, word for word, with --smoke over every
+    shipped recipe that runs offline (the others clone from GitHub: CI's smoke job runs them),
+    and a broken recipe between them, which must fail the loop without stopping it."""
     import yaml
 
     workflow = yaml.safe_load((ROOT / "recipes/smoke-workflow.yml").read_text(encoding="utf-8"))
     steps = workflow["jobs"]["smoke"]["steps"]
     script = next(s["run"] for s in steps if s.get("name", "").startswith("Run every recipe"))
+    shipped = tmp_path / "recipes"
+    shutil.copytree(ROOT / "recipes", shipped)  # their paths are relative to the recipe file
+    offline = [path for path in sorted(shipped.glob("*.yaml")) if _offline(path)]
+    assert [path.name for path in offline] == ["demo.yaml"]  # a new offline recipe joins here
+    broken = write_recipe(tmp_path / "broken.yaml", "version: 1\nname: broken\nrepo: {}\n")
     bindir = sandbox.root / "bin"
     bindir.mkdir()
     wrapper = bindir / "python"  # `python` on PATH is this test's interpreter, venv and all
@@ -225,14 +281,23 @@ def test_smoke_workflow_script_passes_on_the_shipped_recipes(sandbox: Sandbox, d
     wrapper.chmod(0o755)
     env = {
         **sandbox.env,
-        "RECIPES": f"{demo.parent}/*.yaml",
+        "RECIPES": " ".join(map(str, [offline[0], broken, *offline[1:]])),
         "PATH": f"{bindir}:{sandbox.env['PATH']}",
     }
     result = subprocess.run(
         ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "training finished" in result.stdout
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert [line for line in result.stdout.splitlines() if line.startswith("::error")] == [
+        f"::error file={broken}::smoke run failed"
+    ]
+    assert result.stdout.count("::group::") == len(offline) + 1
+    for recipe in offline:
+        name = yaml.safe_load(recipe.read_text(encoding="utf-8"))["name"]
+        state = json.loads((sandbox.persist / "smoke/runs" / name / "state.json").read_text())
+        assert state["status"] == "finished", (recipe, state)
+    assert result.stdout.count("training finished") == len(offline), out
 
 
 def test_persist_failing_for_a_while_does_not_stop_training(sandbox: Sandbox, demo: Path) -> None:

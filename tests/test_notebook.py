@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import bootstrap
+from bootstrap.report import SilentReporter, Step
 from tests.conftest import Sandbox
 
 
@@ -43,12 +45,47 @@ def test_prepare_sets_up_and_puts_the_repo_on_sys_path(kernel: Sandbox, demo: Pa
     assert len(repr(env)) < 1000
 
 
+class Recorder(SilentReporter):
+    """What each step reported: title -> ("skip" or "note", its text)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, tuple[str, str]] = {}
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[Step]:
+        yield RecordedStep(self.steps, title)
+
+
+class RecordedStep:
+    def __init__(self, steps: dict[str, tuple[str, str]], title: str) -> None:
+        self.steps, self.title = steps, title
+
+    def skip(self, reason: str) -> None:
+        self.steps[self.title] = ("skip", reason)
+
+    def note(self, detail: str) -> None:
+        self.steps[self.title] = ("note", detail)
+
+    def failed(self, detail: str) -> None:
+        self.steps[self.title] = ("failed", detail)
+
+    def stopped(self, detail: str) -> None:
+        self.steps[self.title] = ("stopped", detail)
+
+
 def test_prepare_twice_skips_what_is_done(kernel: Sandbox, demo: Path) -> None:
-    bootstrap.prepare(demo, mirror=False)
-    staged = kernel.scratch / "datasets" / "demo" / "toy" / "train.csv"
-    before = staged.stat().st_mtime_ns
-    bootstrap.prepare(demo, mirror=False)
-    assert staged.stat().st_mtime_ns == before
+    first = Recorder()
+    bootstrap.prepare(demo, mirror=False, reporter=first)
+    assert first.steps["repo"][0] == first.steps["data[0]"][0] == "note", first.steps
+    # Staged files keep the archive's mtimes: a second staging would show only as new inodes.
+    staged = kernel.scratch / "datasets" / "demo" / "toy"
+    inodes = {p.name: p.stat().st_ino for p in staged.iterdir()}
+    again = Recorder()
+    bootstrap.prepare(demo, mirror=False, reporter=again)
+    assert again.steps["repo"] == ("skip", again.steps["repo"][1])
+    assert again.steps["repo"][1].startswith("unchanged ")
+    assert again.steps["data[0]"] == ("skip", f"already staged in {staged.parent}")
+    assert {p.name: p.stat().st_ino for p in staged.iterdir()} == inodes
 
 
 def mirror_threads() -> set[threading.Thread]:

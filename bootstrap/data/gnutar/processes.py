@@ -16,6 +16,9 @@ from bootstrap.data.gnutar.failures import log_text, space_error
 
 _PIPE_SIZE = 1024 * 1024
 _C_LOCALE = {"LC_ALL": "C", "LANGUAGE": ""}
+# The archive's modes, never its owners: as root, tar would otherwise chown every file to
+# whoever made the archive. (The benchmark's plain tar takes the same options.)
+OWNERSHIP = ("-p", "--no-same-owner")
 
 
 def start_writers(
@@ -23,8 +26,7 @@ def start_writers(
 ) -> list[TarInput]:
     """Start ``program`` (GNU tar) once per log, each extracting its stdin into ``dest``."""
     # No --no-overwrite-dir: a folder that another tar made first still gets its own mode.
-    command = [program, "-x", "-f", "-", "-b", "2048", "-B", "-C", str(dest), "-p",
-               "--no-same-owner"]  # fmt: skip
+    command = [program, "-x", "-f", "-", "-b", "2048", "-B", "-C", str(dest), *OWNERSHIP]
     # C locale: tar's messages are matched (failures.space_error: "No space left on device").
     tars = [start(procs, command, log, stdout=subprocess.DEVNULL, env=_C_LOCALE) for log in logs]
     return [TarInput(tar, log) for tar, log in zip(tars, logs, strict=True)]
