@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bootstrap.errors import BootstrapError, ExitCode
+from bootstrap.errors import BootstrapError, ExitCode, RecipeError
 
 if TYPE_CHECKING:  # imported lazily below so that --help starts fast
     from bootstrap.plan import Plan
@@ -29,6 +29,13 @@ exit codes: 0 finished · 2 recipe or usage error · 3 a setup step failed ·
 4 training failed after its restarts · 5 stopped at the time limit (resumable) ·
 130 interrupted (resumable). Re-running the same command continues a stopped run.
 """
+
+# A recipe problem says its own fix where it has one ("did you mean 'gpu'?"); this line says
+# what to do with the list as a whole, so that every error ends with a `fix:` line.
+RECIPE_FIX = (
+    "correct the recipe where each problem points, then run again "
+    "(--dry-run checks it and changes nothing)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,8 +177,9 @@ def _print_error(
     reporter.message(f"error: {exc.message}", style="bold red")
     if exc.details:  # e.g. the installer's last lines; indented so they read as quoted
         reporter.message("\n".join(f"  | {line}" for line in exc.details.rstrip().splitlines()))
-    if exc.hint:
-        reporter.message(f"fix: {exc.hint}", style="yellow")
+    hint = exc.hint or (RECIPE_FIX if isinstance(exc, RecipeError) else None)
+    if hint:
+        reporter.message(f"fix: {hint}", style="yellow")
     if verbose:
         import traceback
 

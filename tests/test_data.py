@@ -431,13 +431,23 @@ def test_sha256_covers_the_bytes_after_the_tar_end(tmp_path: Path, dest: Path, s
 # ---------------------------------------------------------------- hostile archives
 
 OUTSIDE = "../outside.txt"
+# A member climbing out of the stage's work folder, which is made in dest (beside dest/ds, the
+# destination of these tests): from the folder it is unpacked in (work/tree), "../../x" lands
+# in dest, one level above the work folder, and "../../../x" in dest.parent, two levels above.
+# "{dest}" in a member's name stands for dest: an absolute path to the same place.
+
+
+def assert_nothing_escaped(dest: Path) -> None:
+    assert os.listdir(dest) == ["ds"]  # no escaped member, and the work folder is gone
+    assert sorted(os.listdir(dest.parent)) == ["datasets"]
 
 
 @pytest.mark.parametrize(
     ("members", "culprit"),
     [
-        ([("/tmp/abs-evil.txt", tarfile.REGTYPE, "x")], "/tmp/abs-evil.txt"),
-        ([("ds/../../evil.txt", tarfile.REGTYPE, "x")], "ds/../../evil.txt"),
+        ([("{dest}/evil.txt", tarfile.REGTYPE, "x")], "{dest}/evil.txt"),
+        ([("ds/../../../evil.txt", tarfile.REGTYPE, "x")], "ds/../../../evil.txt"),
+        ([("../../../evil.txt", tarfile.REGTYPE, "x")], "../../../evil.txt"),
         ([("link", tarfile.SYMTYPE, "/etc")], "link"),
         ([("ds/link", tarfile.SYMTYPE, "../../..")], "ds/link"),
         ([("hard", tarfile.LNKTYPE, "/etc/passwd")], "hard"),
@@ -457,10 +467,10 @@ OUTSIDE = "../outside.txt"
         ([("pipe", tarfile.FIFOTYPE, "")], "pipe"),
         ([("x" * 300 + "/f", tarfile.REGTYPE, "x")], "x" * 300 + "/f"),
     ],
-    ids=["abs", "dotdot", "symlink-abs", "symlink-out", "hardlink-abs", "hardlink-out",
-         "hardlink-forward", "hardlink-to-symlink", "file-through-symlink", "file-over-symlink",
-         "link-over-file", "symlink-chain-out", "symlink-loop", "chr", "blk", "fifo",
-         "long-name"],
+    ids=["abs", "dotdot", "dotdot-two-up", "symlink-abs", "symlink-out", "hardlink-abs",
+         "hardlink-out", "hardlink-forward", "hardlink-to-symlink", "file-through-symlink",
+         "file-over-symlink", "link-over-file", "symlink-chain-out", "symlink-loop", "chr", "blk",
+         "fifo", "long-name"],
 )  # fmt: skip
 def test_hostile_tar_member_is_rejected(
     tmp_path: Path,
@@ -469,14 +479,17 @@ def test_hostile_tar_member_is_rejected(
     members: list[tuple[str, bytes, str]],
     culprit: str,
 ) -> None:
+    at = str(dest)
+    members = [(name.replace("{dest}", at), kind, data) for name, kind, data in members]
     source = hostile_tar(tmp_path / "evil.tar", ("benign.txt", tarfile.REGTYPE, "ok"), *members)
     (dest / "ds").mkdir(parents=True)
     with pytest.raises(DataError) as caught:
         stage_data(str(source), dest / "ds", state_dir=state)
-    assert repr(culprit) in str(caught.value) and "evil.tar" in str(caught.value)
+    assert repr(culprit.replace("{dest}", at)) in str(caught.value)
+    assert str(source) in str(caught.value)
     assert list((dest / "ds").iterdir()) == []  # nothing placed, not even benign.txt
-    assert not (dest / "outside.txt").exists() and not (dest / "evil.txt").exists()
-    assert markers(state) == [] and leftovers(dest) == []
+    assert_nothing_escaped(dest)
+    assert markers(state) == []
 
 
 def test_safe_links_and_modes_are_kept(tmp_path: Path, dest: Path, state: Path) -> None:
@@ -505,29 +518,33 @@ def test_safe_links_and_modes_are_kept(tmp_path: Path, dest: Path, state: Path) 
 @pytest.mark.parametrize(
     ("members", "culprit"),
     [
-        ([("../evil.txt", "x", 0)], "../evil.txt"),
-        ([("ds/../../evil.txt", "x", 0)], "ds/../../evil.txt"),
-        ([("/evil.txt", "x", 0)], "/evil.txt"),
-        ([("..\\evil.txt", "x", 0)], "..\\evil.txt"),
+        ([("../../evil.txt", "x", 0)], "../../evil.txt"),
+        ([("ds/../../../../evil.txt", "x", 0)], "ds/../../../../evil.txt"),
+        ([("{dest}/evil.txt", "x", 0)], "{dest}/evil.txt"),
+        ([("..\\..\\evil.txt", "x", 0)], "..\\..\\evil.txt"),
         ([("C:/evil.txt", "x", 0)], "C:/evil.txt"),
         ([("ln", "../../etc", 0o120777)], "ln"),
         ([("ln", "/etc/passwd", 0o120777)], "ln"),
         ([("ln", "sub", 0o120777), ("ln/planted.txt", "x", 0)], "ln/planted.txt"),
         ([("pipe", "", 0o010644)], "pipe"),
     ],
-    ids=["slip", "slip-deep", "abs", "backslash", "drive", "symlink-out", "symlink-abs",
+    ids=["slip", "slip-two-up", "abs", "backslash", "drive", "symlink-out", "symlink-abs",
          "through-symlink", "fifo"],
 )  # fmt: skip
 def test_hostile_zip_member_is_rejected(
     tmp_path: Path, dest: Path, state: Path, members: list[tuple[str, str, int]], culprit: str
 ) -> None:
+    at = str(dest)
+    members = [(name.replace("{dest}", at), data, mode) for name, data, mode in members]
     source = hostile_zip(tmp_path / "evil.zip", ("benign.txt", "ok", 0), *members)
     (dest / "ds").mkdir(parents=True)
     with pytest.raises(DataError) as caught:
         stage_data(str(source), dest / "ds", state_dir=state)
-    assert repr(culprit) in str(caught.value) and "evil.zip" in str(caught.value)
+    assert repr(culprit.replace("{dest}", at)) in str(caught.value)
+    assert str(source) in str(caught.value)
     assert list((dest / "ds").iterdir()) == []
-    assert not (dest / "evil.txt").exists() and markers(state) == []
+    assert_nothing_escaped(dest)
+    assert markers(state) == []
 
 
 def test_zip_symlink_inside_and_exec_bit_are_kept(tmp_path: Path, dest: Path, state: Path) -> None:
