@@ -102,3 +102,8 @@ class PrepareError(StepError):
 
 class DataError(StepError):
     """Staging a data item failed."""
+
+
+class StepCancelled(Exception):
+    """Raised inside a setup step that is stopped because another one failed or Stop was
+    pressed. Never shown: the failure or the interrupt that caused it is."""

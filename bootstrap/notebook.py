@@ -33,6 +33,7 @@ from bootstrap.runner.state import RunState
 if TYPE_CHECKING:
     from bootstrap.mirror.thread import CheckpointMirror
     from bootstrap.plan import Plan
+    from bootstrap.runner.kept import LaterRestore
     from bootstrap.runner.supervise import Outcome
     from bootstrap.training.checkpoint import Checkpointer
 
@@ -56,6 +57,7 @@ class Prepared:
     data: list[Path]
     commit: str | None
     mirror: CheckpointMirror | None = field(default=None, repr=False)
+    later: LaterRestore | None = field(default=None, repr=False)  # older checkpoints
 
     def checkpointer(self, keep: int = 3, **kwargs: Any) -> Checkpointer:
         """A Checkpointer bound to the recipe's run.checkpoints (imports torch)."""
@@ -64,7 +66,11 @@ class Prepared:
         return Checkpointer(self.checkpoints, keep, **kwargs)
 
     def sync(self) -> None:
-        """Stop the background mirror after one last pass (also done at interpreter exit)."""
+        """Let the restore of the older checkpoints finish, then stop the background mirror
+        after one last pass (also done at interpreter exit)."""
+        if self.later is not None:
+            self.later.wait()
+            self.later = None
         if self.mirror is not None:
             self.mirror.stop(timeout=300)
             self.mirror = None
@@ -123,7 +129,7 @@ def prepare(
     plan = _plan(options, mount_drive)
     _stop_earlier_mirror(plan.run_dir)
     state = RunState.load(plan.state_file, plan.name)
-    setup(plan, state, options, reporter or _default_reporter(), os.environ)
+    later = setup(plan, state, options, reporter or _default_reporter(), os.environ)
     repo = str(plan.work_dir)
     if repo in sys.path:
         sys.path.remove(repo)
@@ -140,6 +146,7 @@ def prepare(
         checkpoints=plan.checkpoints,
         data=[d.dest for d in plan.data],
         commit=state.commit,
+        later=later,
     )
     if mirror:
         from bootstrap.runner.kept import make_mirror

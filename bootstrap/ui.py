@@ -15,10 +15,12 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
+from bootstrap.errors import StepCancelled
 from bootstrap.progress import ProgressBar
 from bootstrap.values import format_bytes
 
@@ -39,21 +41,35 @@ class Console:
         self.color = (
             self.is_terminal and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         )
+        # Setup steps run in threads: a line is written whole, and around the progress shown.
+        self.lock = threading.RLock()
+        self.status: _StatusLine | None = None
 
     def style(self, text: str, style: str) -> str:
         code = _SGR.get(style) if self.color else None
         return f"\x1b[{code}m{text}\x1b[0m" if code else text
 
     def print(self, text: str, style: str = "") -> None:
-        self.file.write(self.style(text, style) + "\n")
-        self.file.flush()
+        line = self.style(text, style) + "\n"
+        with self.lock:
+            if self.status is not None:
+                self.status.clear()
+            tqdm = sys.modules.get("tqdm")
+            if tqdm is not None:  # bars are open, or were: print above them, then redraw them
+                with tqdm.tqdm.external_write_mode(file=self.file):
+                    self.file.write(line)
+                    self.file.flush()
+            else:
+                self.file.write(line)
+                self.file.flush()
+            if self.status is not None:
+                self.status.draw(force=True)
 
 
 _MIN_LINE_INTERVAL = 5.0
 # A bar's width where the terminal reports none: a Colab cell's output area is about this wide,
 # and wraps a longer line rather than breaking the carriage-return redraw.
 _FALLBACK_COLUMNS = 100
-_FALLBACK_ROWS = 24
 
 
 def window_size(stream: IO[str]) -> tuple[int, int] | None:
@@ -115,14 +131,8 @@ class _TqdmBar:
         from tqdm import tqdm
 
         scale = unit == "B"
-        # tqdm's dynamic_ncols reads the window's size less one: a 0x0 window (a Colab cell)
-        # gives -1 columns and -1 rows, and tqdm hides a bar on a row past the last, so it drew
-        # nothing at all, silently. Follow the window only where it has a size.
-        size: dict[str, Any] = (
-            {"dynamic_ncols": True}
-            if window_size(stream)
-            else {"ncols": _fallback_columns(), "nrows": _FALLBACK_ROWS}
-        )
+        # Only where the terminal has a size (a Colab cell's 0x0 window gets a _StatusLine):
+        # tqdm's dynamic_ncols reads the window's size less one, and drew nothing on a 0x0 one.
         self._bar = tqdm(
             total=total,
             desc=f"  {description}",
@@ -130,7 +140,7 @@ class _TqdmBar:
             unit_scale=scale,  # powers of 1000, as format_bytes writes sizes in messages
             file=stream,
             leave=False,
-            **size,
+            dynamic_ncols=True,
         )
 
     def advance(self, amount: int) -> None:
@@ -145,6 +155,85 @@ class _TqdmBar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+class _StatusLine:
+    """Every open bar as a part of one line, redrawn with a carriage return.
+
+    For a terminal that reports no size: a Colab cell, whose output area honours ``\r`` but not
+    the cursor movements that bars on lines of their own need (several setup steps run at once),
+    so those would pile up as new lines. Drawn at most every ``_REDRAW`` seconds.
+    """
+
+    _REDRAW = 0.2
+
+    def __init__(self, console: Console):
+        self._console = console
+        self._parts: list[_Part] = []
+        self._drawn = 0.0
+        self._width = 0  # of what is on the line now, to blank out when it gets shorter
+
+    def open(self, description: str, total: int | None, unit: str) -> _Part:
+        part = _Part(self, description, total, unit)
+        with self._console.lock:
+            self._parts.append(part)
+            self.draw(force=True)
+        return part
+
+    def close(self, part: _Part) -> None:
+        with self._console.lock:
+            self._parts.remove(part)
+            self.clear()
+            self.draw(force=True)
+
+    def draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._parts or (not force and now - self._drawn < self._REDRAW):
+            return
+        with self._console.lock:
+            self._drawn = now
+            columns = _fallback_columns() - 1
+            text = "  " + " · ".join(part.text() for part in self._parts)
+            text = text if len(text) <= columns else text[: columns - 1] + "…"
+            self._console.file.write("\r" + text.ljust(self._width))  # blanks a longer one
+            self._console.file.flush()
+            self._width = len(text)
+
+    def clear(self) -> None:
+        if self._width:
+            self._console.file.write("\r" + " " * self._width + "\r")
+            self._console.file.flush()
+            self._width = 0
+
+
+class _Part:
+    """One bar of a ``_StatusLine``."""
+
+    def __init__(self, line: _StatusLine, description: str, total: int | None, unit: str):
+        self._line, self._desc, self._total, self._unit = line, description, total, unit
+        self._done = 0
+
+    def text(self) -> str:
+        desc = self._desc if len(self._desc) <= 40 else self._desc[:39] + "…"
+        done = _human(self._done, self._unit)
+        if self._total:
+            return f"{desc} {100 * self._done / self._total:.0f}% ({done})"
+        return f"{desc} {done}"
+
+    def advance(self, amount: int) -> None:
+        self._done += amount
+        self._line.draw()
+
+    def set_total(self, total: int | None) -> None:
+        self._total = total
+        self._line.draw(force=True)
+
+    def set_description(self, text: str) -> None:
+        self._desc = text.strip()
+        self._line.draw()
+
+    def close(self) -> None:
+        self._line.close(self)
 
 
 class _Step:
@@ -186,9 +275,14 @@ class ConsoleReporter:
             from bootstrap.progress import no_progress
 
             return no_progress(description, total, unit)
-        if self._bars:
+        if not self._bars:
+            return _LineBar(self.console, description, total, unit)
+        if window_size(self._stream):  # a real terminal: each bar on a line of its own
             return _TqdmBar(self._stream, description, total, unit)
-        return _LineBar(self.console, description, total, unit)
+        with self.console.lock:
+            if self.console.status is None:
+                self.console.status = _StatusLine(self.console)
+            return self.console.status.open(description, total, unit)
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[_Step]:
@@ -198,6 +292,9 @@ class ConsoleReporter:
             self.console.print(f"▸ {title}", "bold")
         try:
             yield step
+        except StepCancelled:  # another step failed, or Stop was pressed
+            self._line(("■", "yellow"), title, "stopped", time.monotonic() - started)
+            raise
         except BaseException:
             self._line(("✗", "red"), title, "failed", time.monotonic() - started)
             raise

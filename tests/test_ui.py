@@ -108,28 +108,49 @@ def test_log_records_are_one_line_each_with_warnings_marked() -> None:
     assert out.getvalue() == "! persist is not writable: [Errno 5]\n  mirrored 3 files\n"
 
 
-def test_a_colab_cells_0x0_terminal_gets_bars_of_a_fixed_width(
+def draw_two_steps(stream: io.TextIOWrapper) -> None:
+    """Two setup steps under way at once, and a third one's closing line printed meanwhile."""
+    reporter = ConsoleReporter(stream=stream)
+    data = reporter.progress("data[0] reading data.tar", total=4_000_000)
+    install = reporter.progress("install", None, "pkg")
+    data.advance(1_000_000)
+    install.advance(3)
+    data.set_total(4_000_000)  # redraws at once, whatever the time since the last drawing
+    with reporter.step("repo") as step:
+        step.note("cloned")
+    install.close()
+    data.close()
+
+
+def test_a_colab_cells_0x0_terminal_shows_every_open_bar_on_one_line(
     pty_pair: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """tqdm left to follow a 0x0 window draws nothing (it takes -1 rows); a bar is drawn at a
-    width that suits a notebook's output area, redrawn with carriage returns."""
+    """A Colab cell honours carriage returns but not cursor movements: the steps under way share
+    one line, redrawn with \\r at a width that suits a notebook's output area (tqdm left to
+    follow a 0x0 window drew nothing at all), and a finished step's line is printed above it."""
     leader, stream = pty_pair
     monkeypatch.delenv("COLUMNS", raising=False)
     assert window_size(stream) is None
-    draw_a_bar(stream)
-    drawings = [d for d in drain(leader).split("\r") if d.strip()]
-    assert any("25%|" in d and "1.00M/4.00M" in d for d in drawings), drawings
-    assert {len(d) for d in drawings} == {100}, drawings
+    draw_two_steps(stream)
+    out = drain(leader)
+    assert "\x1b[A" not in out and "\x1b[1A" not in out  # no cursor movement
+    lines = out.split("\n")
+    assert len(lines) == 2 and "✓" in lines[0] and "repo" in lines[0] and "cloned" in lines[0]
+    drawings = [d.rstrip() for line in lines for d in line.split("\r") if "✓" not in d]
+    assert "  data[0] reading data.tar 25% (1.0 MB) · install 3 pkg" in drawings, drawings
+    assert all(len(d) <= 99 for d in drawings), drawings
+    assert out.endswith("\r") and not out.rsplit("\r", 2)[1].strip()  # blanked at the end
 
 
 def test_columns_sets_the_width_a_0x0_terminal_does_not_report(
     pty_pair: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     leader, stream = pty_pair
-    monkeypatch.setenv("COLUMNS", "72")
-    draw_a_bar(stream)
-    drawings = [d for d in drain(leader).split("\r") if d.strip()]
-    assert drawings and {len(d) for d in drawings} == {72}, drawings
+    monkeypatch.setenv("COLUMNS", "40")
+    draw_two_steps(stream)
+    drawings = [d.rstrip() for d in drain(leader).split("\r") if d.strip() and "✓" not in d]
+    assert drawings and all(len(d) <= 39 for d in drawings), drawings
+    assert "  data[0] reading data.tar 25% (1.0 MB…" in drawings, drawings
 
 
 def test_a_sized_terminal_gets_bars_that_fit_its_window(

@@ -3,6 +3,8 @@
     BOOTSTRAP_FAULT_PERSIST=ENOTCONN:30    every persist write fails with ENOTCONN for 30 s
     BOOTSTRAP_FAULT_PERSIST=EIO:5          ... with EIO for 5 s
     BOOTSTRAP_FAULT_PERSIST=SLOW:0.2       every persist write takes 0.2 s longer (a slow Drive)
+    BOOTSTRAP_PERSIST_READ_MBPS=100        restores read persist at 100 MB/s at most (a Drive
+                                           read rate, for benchmarks on a fast local disk)
 
 The clock starts at the first persist write the mirror attempts, so a drill does not depend
 on how long the training takes to write its first checkpoint. This is how Drive behaves
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -61,3 +64,35 @@ def persist_fault_hook(
             raise OSError(code, f"{os.strerror(code)} (injected by {ENV})", str(path))
 
     return hook
+
+
+READ_ENV = "BOOTSTRAP_PERSIST_READ_MBPS"
+
+
+def read_pacer(
+    environ: Mapping[str, str], clock: Callable[[], float] = time.monotonic
+) -> Callable[[int], None] | None:
+    """A function to call with the size of each chunk read from persist, which sleeps as long
+    as the reads are ahead of ``BOOTSTRAP_PERSIST_READ_MBPS``; None when it is not set."""
+    raw = environ.get(READ_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        rate = float(raw) * 1e6
+    except ValueError:
+        rate = 0.0
+    if rate <= 0:
+        raise UsageError(f"{READ_ENV}={raw!r} is not a rate in MB/s", hint=f"e.g. {READ_ENV}=100")
+    lock = threading.Lock()  # restores of several trees may share it
+    sent = [0, 0.0]  # bytes so far, and when the first was read
+
+    def pace(amount: int) -> None:
+        with lock:
+            if not sent[1]:
+                sent[1] = clock()
+            sent[0] += amount
+            ahead = sent[0] / rate - (clock() - sent[1])
+        if ahead > 0:
+            time.sleep(ahead)
+
+    return pace

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +42,30 @@ def restore_checkpoints(
     exclude: Sequence[str] = (),
     folders: Sequence[FolderRule] = (),
     what: str = "checkpoints",
+    pace: Callable[[int], None] | None = None,
+    select: Callable[[Path], bool] | None = None,
 ) -> list[Path]:
     """Copy the mirror back to scratch where scratch lacks a file, holds a torn copy or an
     older version (a new VM): every kept file (``match`` minus ``exclude``), and each folder
     checkpoint of ``folders`` whole (only one holding its marker; it replaces the scratch
     folder in one rename). Keeps relative paths and modification times; each file is replaced
     atomically. ``progress`` gets one bar of the bytes to restore. Returns the restored files
-    and folders (under ``scratch_dir``)."""
+    and folders (under ``scratch_dir``). ``select``, given a file or a folder checkpoint on
+    persist, says whether to restore it now (the others are left for a later call)."""
     persist_dir, scratch_dir = Path(persist_dir), Path(scratch_dir)
     restored: list[Path] = []
     current: Path | None = None
     try:
         units = _units_to_restore(persist_dir, scratch_dir, folders)
+        if select is not None:
+            units = [unit for unit in units if select(unit[0])]
         # Files of a folder checkpoint come back with their folder, whole, or not at all.
         unit_dirs = {f for rule in folders for f in rule.folders(persist_dir)}
         todo: list[tuple[Path, Path, tuple[int, int]]] = []
         for current in find_files(persist_dir, match, exclude):
             if unit_dirs.intersection(current.parents):
+                continue
+            if select is not None and not select(current):
                 continue
             target = scratch_dir / current.relative_to(persist_dir)
             key = stamp(current.stat())
@@ -74,18 +81,25 @@ def restore_checkpoints(
         if not todo and not units:
             return restored
         bar = progress(f"restoring {what}", total=total, unit="B")
+        copied = bar.advance
+        if pace is not None:  # a drill: persist as slow as Drive (mirror.faults)
+
+            def copied(amount: int) -> None:
+                bar.advance(amount)
+                pace(amount)
+
         try:
             for current, files in units:
                 target = scratch_dir / current.relative_to(persist_dir)
                 try:
-                    copy_folder(current, target, files, copied=bar.advance)
+                    copy_folder(current, target, files, copied=copied)
                 except SourceChanged:
                     log.warning("not restoring %s: it changed while it was copied", current)
                     continue
                 restored.append(target)
             for current, target, key in todo:
                 try:
-                    copy_verified(current, target, expect=key, copied=bar.advance)
+                    copy_verified(current, target, expect=key, copied=copied)
                 except SourceChanged:
                     log.warning("not restoring %s: it changed while it was copied", current)
                     continue

@@ -5,16 +5,22 @@ scratch is safe on persist yet. The rules themselves are in ``bootstrap.mirror``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import Callable, Collection
 from pathlib import Path
 
+from bootstrap.errors import StepCancelled, StepError
 from bootstrap.mirror.files import FaultHook, stamp
 from bootstrap.mirror.restore import holds_version, load_manifest, restore_checkpoints
-from bootstrap.mirror.selection import Tree, find_files
+from bootstrap.mirror.selection import Tree, find_checkpoints, find_files, newest_checkpoint
 from bootstrap.mirror.sync import MirrorSync
 from bootstrap.mirror.thread import CheckpointMirror
 from bootstrap.plan import Plan
 from bootstrap.progress import ProgressFactory, no_progress
+from bootstrap.runner.overlap import cancellable_progress
+
+log = logging.getLogger(__name__)
 
 
 def make_mirror(
@@ -43,9 +49,16 @@ def make_mirror(
     )
 
 
-def restore_kept(plan: Plan, progress: ProgressFactory = no_progress) -> list[Path]:
+def restore_kept(
+    plan: Plan,
+    progress: ProgressFactory = no_progress,
+    pace: Callable[[int], None] | None = None,
+    *,
+    later: Collection[Path] = (),
+) -> list[Path]:
     """Put every mirrored file and folder checkpoint back at its place on scratch (a new VM);
-    the checkpoints folder first. Returns what was restored."""
+    the checkpoints folder first. Returns what was restored. ``pace``: see ``read_pacer``;
+    ``later``: checkpoints on persist left for ``LaterRestore`` (``older_checkpoints``)."""
     main, *kept = plan.trees
     restored = restore_checkpoints(
         main.dst,
@@ -54,12 +67,74 @@ def restore_kept(plan: Plan, progress: ProgressFactory = no_progress) -> list[Pa
         progress,
         exclude=main.exclude,
         folders=plan.folder_checkpoints,
+        pace=pace,
+        select=(lambda path: not _under(path, later)) if later else None,
     )
     for tree in kept:
         restored += restore_checkpoints(
-            tree.dst, tree.src, tree.include, progress, exclude=tree.exclude, what=tree.label
+            tree.dst,
+            tree.src,
+            tree.include,
+            progress,
+            exclude=tree.exclude,
+            what=tree.label,
+            pace=pace,
         )
     return restored
+
+
+def older_checkpoints(plan: Plan) -> list[Path]:
+    """The checkpoints on persist but the one a resume starts from (``newest_checkpoint``): a
+    new VM needs only that one before the training starts."""
+    match = plan.recipe.run.match
+    resume = newest_checkpoint(plan.mirror_dir, match)
+    return [found for found in find_checkpoints(plan.mirror_dir, match) if found != resume]
+
+
+class LaterRestore:
+    """Restores ``older_checkpoints`` in a thread while the training runs: they are all back in
+    the end, without holding up its first step. ``stop`` ends it at its next chunk (the file
+    it was copying is left out, whole or not at all); ``wait`` lets it finish."""
+
+    def __init__(self, plan: Plan, later: Collection[Path], pace: Callable[[int], None] | None):
+        self._plan, self._later, self._pace = plan, list(later), pace
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="restore-older", daemon=True)
+
+    def start(self) -> LaterRestore:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        main = self._plan.trees[0]
+        try:
+            restored = restore_checkpoints(
+                main.dst,
+                main.src,
+                main.include,
+                cancellable_progress(no_progress, self._cancel),
+                exclude=main.exclude,
+                folders=self._plan.folder_checkpoints,
+                pace=self._pace,
+                select=lambda path: _under(path, self._later),
+            )
+        except StepCancelled:
+            log.debug("stopped restoring the older checkpoints")
+        except StepError as error:  # they stay on persist; nothing needs them to train
+            log.warning("%s (older checkpoints, restored after the start)", error.message)
+        else:
+            log.debug("restored %d older checkpoint(s) after the start", len(restored))
+
+    def stop(self) -> None:
+        self._cancel.set()
+        self._thread.join()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+
+def _under(path: Path, roots: Collection[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
 
 
 def kept_files(tree: Tree, on_persist: bool = False) -> list[Path]:

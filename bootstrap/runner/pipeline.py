@@ -110,7 +110,23 @@ def execute(
     if options.fresh:
         start_fresh(plan)
         state = RunState(name=plan.name)
-    setup(plan, state, options, ui, env)
+    later = setup(plan, state, options, ui, env)
+    outcome: Outcome | None = None
+    try:
+        outcome = _train(plan, state, options, ui, env)
+        return outcome
+    finally:
+        if later is None:
+            pass
+        elif outcome is not None and outcome.status == FINISHED:
+            later.wait()  # the older checkpoints are all back when the run ends
+        else:
+            later.stop()  # stopped or failed: no one waits for them; they stay on persist
+
+
+def _train(
+    plan: Plan, state: RunState, options: Options, ui: Reporter, env: dict[str, str]
+) -> Outcome:
     supervisor = Supervisor(
         plan,
         state,
