@@ -83,23 +83,33 @@ def write_recipe(path: Path, text: str) -> Path:
 
 
 def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> str:
-    """Read the process's output until a line containing ``needle``; return what was read."""
-    import selectors
+    """Read the process's output until a line containing ``needle``; return what was read.
+
+    Byte by byte from the pipe itself, never through the file object's buffer: a buffered read
+    takes in the lines after the first of a chunk, where select() cannot see them (a needle
+    among them was missed), and where communicate(timeout=...), which reads the pipe itself,
+    would never find them either. So what follows the needle's line stays in the pipe."""
+    import select
     import time
 
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     seen: list[str] = []
+    line = bytearray()
     end = time.monotonic() + timeout
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
     while time.monotonic() < end:
-        if sel.select(timeout=0.5):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if needle in line:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+        if byte == b"\n":
+            seen.append(line.decode(errors="replace"))
+            line.clear()
+            if needle in seen[-1]:
                 return "".join(seen)
+    seen.append(line.decode(errors="replace"))
     raise AssertionError(f"{needle!r} not seen in output:\n{''.join(seen)}")
 
 
