@@ -67,6 +67,11 @@ __all__ = ["InstallResult", "Installer", "install_requirements"]
 
 log = logging.getLogger(__name__)
 
+# The CLI installs into (and trains with) the Python that runs it; the library takes python=.
+_PYTHON_HINT = (
+    "packages go into the Python that runs the tool: start `python -m bootstrap` with the "
+    "interpreter the training should use (or pass python= to install_requirements)"
+)
 _MARKER_VERSION = 1  # bump when what an install does for the same inputs changes
 _TAIL_LINES = 20
 _SHOWN = re.compile(
@@ -227,13 +232,13 @@ def _installed(python: Path, keep: Sequence[str], cwd: Path) -> dict[str, tuple[
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise InstallError(
                 f"cannot run the Python interpreter {python}: {exc}",
-                hint="pass a working interpreter with --python",
+                hint=_PYTHON_HINT,
             ) from exc
         if done.returncode != 0:
             raise InstallError(
                 f"the Python interpreter {python} failed to list its packages "
                 f"(exit {done.returncode})",
-                hint="pass a working interpreter with --python",
+                hint=_PYTHON_HINT,
                 details=done.stderr.strip()[-2000:],
             )
         found = json.loads(done.stdout)
@@ -384,7 +389,7 @@ def _run(
         except OSError as exc:
             raise InstallError(
                 f"cannot start {command} ({argv[0]}): {exc}",
-                hint="pass a working interpreter with --python",
+                hint=_PYTHON_HINT,
             ) from exc
         try:
             for raw in proc.stdout or ():
