@@ -39,6 +39,7 @@ class Server:
     data_open: threading.Event = field(default_factory=threading.Event)
     repo_asked: threading.Event = field(default_factory=threading.Event)
     data_asked: threading.Event = field(default_factory=threading.Event)
+    data_after_repo: bool = False  # the archive is sent only once the clone has asked
 
 
 def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
@@ -49,6 +50,8 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path.startswith("/data.tar.gz"):
                 server.data_asked.set()
+                if server.data_after_repo:
+                    server.repo_asked.wait(GATE_LIMIT)
                 half = len(server.archive) // 2
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(server.archive)))
@@ -183,29 +186,27 @@ def test_the_clone_waits_on_a_download_that_only_runs_beside_it(
 def test_a_failing_step_stops_the_others_and_names_itself(
     sandbox: Sandbox, tmp_path: Path, server: Server
 ) -> None:
-    """data[0] fails its sha256 check while the clone is held mid-way by the server: the clone
-    is stopped (its git process with it), the error and the exit code are the data step's, and
-    the run after it does everything."""
-    archive = tmp_path / "local.tar.gz"
-    archive.write_bytes(server.archive)
-    recipe = _recipe(tmp_path, server, source=str(archive), sha256="0" * 64)
-    proc = sandbox.popen(recipe)
+    """data[0] fails its sha256 check while the clone is held mid-way by the server (the archive
+    is sent only once the clone has asked): the clone is stopped, its git processes with it, the
+    error and the exit code are the data step's, and the run after it does everything."""
+    server.data_after_repo = True
+    server.data_open.set()
+    proc = sandbox.popen(_recipe(tmp_path, server, sha256="0" * 64))
     try:
-        _wait(server.repo_asked, proc, "the clone's first request")
         out, _ = proc.communicate(timeout=GATE_LIMIT / 2)  # far less than the server's hold
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert server.repo_asked.is_set()
     assert proc.returncode == 3, out
-    assert f"error: sha256 of {archive} does not match" in out, out
+    assert f"error: sha256 of {server.url}/data.tar.gz does not match" in out, out
     assert "✗ data[0]" in out and "■ repo" in out, out
     assert _group(proc.pid) == []  # git and its helpers were stopped, not left running
     assert not (sandbox.scratch / "repos" / "overlap" / "train.py").exists()
     assert _left_behind(sandbox) == []
 
     server.repo_open.set()
-    fixed = _recipe(tmp_path, server, source=str(archive))
-    again = sandbox.cli(fixed, timeout=GATE_LIMIT * 2)
+    again = sandbox.cli(_recipe(tmp_path, server), timeout=GATE_LIMIT * 2)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "blob bytes: 4000000" in again.stdout
 
