@@ -25,6 +25,9 @@ cache, a fresh copy of persist. It measures, after a sync, in an order that alte
     one that runs it), from its start to the training's first line on stdout ("FIRST STEP").
     That figure also holds what the steps alone leave out: the CLI's own start (imports,
     recipe, host), and the training's launch.
+Also the CPU time (user + system) of the steps alone, summed, and of the whole tool run (from
+ended child processes: interpreter starts, the tool's threads, git, uv, GNU tar, the training's
+short run), to show that running the steps side by side does not cost more CPU on 2 vCPUs.
 Prints one row per figure: the median over the runs, the min and max, and the goal. The ratios
 are taken run by run (each run's tool time over the same run's steps alone). Each run's figures
 go to stderr as it ends; with --keep-output, the tool's step lines too. Venvs, copies and
@@ -40,6 +43,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -331,16 +335,28 @@ def _fill_persist(base: Path, python: Path, recipe: Path, ckpt_mb: int) -> Path:
     return persist
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process's children that have ended."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _alone(python: Path, step: str, args: dict[str, object], env: dict[str, str]) -> float:
+    global _STEPS_CPU
+    before = _cpu()
     done = subprocess.run(
         [str(python), "-c", _STEP, step, json.dumps(args)],
         env=env,
         capture_output=True,
         text=True,
     )
+    _STEPS_CPU += _cpu() - before
     if done.returncode:
         raise SystemExit(f"{step} alone failed:\n{done.stdout}{done.stderr}")
     return float(done.stdout.strip().splitlines()[-1])
+
+
+_STEPS_CPU = 0.0  # summed by _alone: the CPU the steps alone took, interpreter starts included
 
 
 def _steps_alone(work: Path, url: str, persist: Path, mbps: str) -> dict[str, float]:
@@ -374,14 +390,20 @@ def _the_tool(
     shutil.copytree(template, persist)  # copy2: the mtimes the manifest records stay
     env = _env(UV_CACHE_DIR=str(work / "uv-cache"), **{READ_ENV: mbps})
     _settle()
+    before = _cpu()
     tool = _Tool(python, recipe, persist, work / "scratch", env)
     seconds = tool.until(MARKER)
     lag = time.time() - float(tool.lines[-1].split()[-1])
     code = tool.finish()
     if code != 0:
         tool.fail(f"exit {code} after the first step")
+    global _TOOL_CPU
+    _TOOL_CPU = _cpu() - before
     steps = [line.strip() for line in tool.log.read_text().splitlines() if line.strip()]
     return seconds, lag, steps
+
+
+_TOOL_CPU = 0.0  # set by _the_tool: the CPU of the whole tool run (its training's too)
 
 
 def _row(label: str, values: list[float], goal: str = "", digits: int = 2) -> str:
@@ -421,6 +443,8 @@ def main() -> int:
             alone: dict[str, float] = {}
             tool: tuple[float, float, list[str]] = (0.0, 0.0, [])
             first = "alone" if run % 2 == 0 else "tool"
+            global _STEPS_CPU
+            _STEPS_CPU = 0.0
             for way in ("alone", "tool") if first == "alone" else ("tool", "alone"):
                 if way == "alone":
                     alone = _steps_alone(work / "alone", url, template, mbps)
@@ -431,7 +455,7 @@ def main() -> int:
             run_figures = {
                 **alone, "chain": alone["clone"] + alone["install"], "sum": total,
                 "slowest": slowest, "tool": seconds, "tool/slowest": seconds / slowest,
-                "tool/sum": seconds / total,
+                "tool/sum": seconds / total, "cpu alone": _STEPS_CPU, "cpu tool": _TOOL_CPU,
             }  # fmt: skip
             for key, value in run_figures.items():
                 figures.setdefault(key, []).append(value)
@@ -461,6 +485,8 @@ def main() -> int:
         ("the tool to first step (s)", "tool", ""),
         ("tool / slowest", "tool/slowest", "<= 1.15"),
         ("tool / sum", "tool/sum", "<= 0.6"),
+        ("CPU s, the steps alone", "cpu alone", ""),
+        ("CPU s, the tool", "cpu tool", ""),
     ]
     for label, key, goal in rows:
         print(_row(label, figures[key], goal, digits=3 if "/" in key else 2))

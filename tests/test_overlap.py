@@ -293,3 +293,25 @@ def test_a_new_vm_starts_training_once_the_resume_checkpoint_is_back(
         assert copy.read_bytes() == path.read_bytes()
         assert copy.stat().st_mtime_ns == path.stat().st_mtime_ns
     assert not [p.name for p in local.iterdir() if not p.name.endswith(".pt")]  # no temp files
+
+
+def test_prepare_in_a_notebook_overlaps_the_steps_too(
+    sandbox: Sandbox, tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bootstrap.prepare() in this process, as in a notebook kernel: the same held clone as
+    above is let go only once the download has begun."""
+    import sys
+
+    import bootstrap
+
+    for key, value in sandbox.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    opener = threading.Thread(
+        target=lambda: server.data_asked.wait(GATE_LIMIT) and server.repo_open.set(), daemon=True
+    )
+    opener.start()
+    server.data_open.set()
+    env = bootstrap.prepare(_recipe(tmp_path, server), mirror=False)
+    assert (env.repo / "train.py").is_file()
+    assert (env.data[0] / "toy" / "blob.bin").stat().st_size == 4_000_000
