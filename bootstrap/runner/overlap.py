@@ -8,10 +8,12 @@ reads, so threads are enough, and CPU-bound parts (inflating gzip) stay where th
 
 Stopping. When a step fails, or Ctrl-C / Colab's Stop reaches the main thread, the other steps
 are stopped: a cancel flag makes their next progress report raise ``StepCancelled`` (every long
-Python loop reports progress), and the tool's child processes, which the running steps wait on,
-get SIGTERM (Linux: found in /proc; elsewhere the steps run to their own end). Every step
-writes its done-marker last, so a stopped one leaves none and the next run redoes it. Then the
-first failure is raised, or the KeyboardInterrupt: the exit code is that step's.
+Python loop reports progress), and the processes started since the setup began (git and its
+remote helpers, the installer, GNU tar) get SIGTERM, again at every wake-up for a step that
+starts one late (Linux: found in /proc; elsewhere the steps run to their own end). The stopped
+steps get ``_GRACE`` seconds to end. Every step writes its done-marker last, so a stopped one
+leaves none and the next run redoes it. Then the first failure is raised, or the
+KeyboardInterrupt: the exit code is that step's.
 """
 
 from __future__ import annotations
