@@ -6,6 +6,8 @@ scratch is safe on persist yet. The rules themselves are in ``bootstrap.mirror``
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -135,6 +137,34 @@ class LaterRestore:
 
 def _under(path: Path, roots: Collection[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
+
+
+def set_aside_torn_folders(plan: Plan) -> list[Path]:
+    """Rename each folder checkpoint on scratch that lacks its marker (a save a kill or crash
+    cut short) to a hidden name beside it, ``.torn-NAME`` (the last one of each name is kept, for
+    a look). Called before each launch, when no training is writing: trainers that find their
+    checkpoints themselves (a Hugging Face Trainer's get_last_checkpoint takes the highest
+    ``checkpoint-N``, whole or not) would otherwise crash on it at every restart. Nothing
+    mirrors or restores hidden names. Returns the folders set aside."""
+    moved = []
+    for rule in plan.folder_checkpoints:
+        for folder in rule.folders(plan.checkpoints):
+            if (folder / rule.marker).is_file():
+                continue
+            aside = folder.with_name(f".torn-{folder.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            try:
+                os.rename(folder, aside)
+            except OSError as error:  # the training may cope; a rename must not stop the run
+                log.warning(
+                    "could not set aside %s, which has no %s: %s", folder, rule.marker, error
+                )
+                continue
+            moved.append(folder)
+            log.warning(
+                "%s has no %s: a save cut short; set aside as %s", folder, rule.marker, aside.name
+            )
+    return moved
 
 
 def kept_files(tree: Tree, on_persist: bool = False) -> list[Path]:

@@ -36,7 +36,7 @@ from bootstrap.runner.attempts import (
     ending_message,
     stop_ending,
 )
-from bootstrap.runner.kept import make_mirror
+from bootstrap.runner.kept import make_mirror, set_aside_torn_folders
 from bootstrap.runner.launch import (
     OutputSink,
     TrainingProcess,
@@ -183,6 +183,7 @@ class Supervisor:
     def _run_attempt(self, tally: Tally) -> AttemptResult:
         """One attempt, resumed from the newest checkpoint when run.resume says how; measured."""
         match = self.plan.recipe.run.match
+        set_aside_torn_folders(self.plan)  # before the training looks for its own
         newest = newest_checkpoint(self.plan.checkpoints, match)
         resume: list[str] = []
         if newest is not None and self.plan.resume_args is not None:
