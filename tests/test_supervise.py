@@ -169,6 +169,15 @@ def test_log_writer_keeps_last_state_of_carriage_return_lines(tmp_path: Path) ->
     assert (tmp_path / "a.log").read_bytes() == b"epoch 1\n100%|####\npartial\n"
 
 
+def test_log_writer_leaves_out_terminal_control_sequences(tmp_path: Path) -> None:
+    """Colours, erase-line and cursor moves (tqdm, rich, colorlog) are for the console only."""
+    writer = LogWriter(tmp_path / "a.log")
+    writer.feed(b"\x1b[1;32mINFO\x1b[0m loss 0.5\n\x1b]0;title\x07step 2\x1b[K\r")
+    writer.feed(b"\x1b[2K\x1b[Astep 3\x1b(B\n")
+    writer.close()
+    assert (tmp_path / "a.log").read_bytes() == b"INFO loss 0.5\nstep 3\n"
+
+
 def test_terminal_stdin_gives_the_training_a_tty_with_a_size(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:

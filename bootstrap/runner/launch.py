@@ -5,9 +5,9 @@ starts at once) and dies with the supervisor (PR_SET_PDEATHSIG on Linux), so a k
 leaves an orphan training holding the GPU. By default its stdin, stdout and stderr are one
 pseudo-terminal, as a Colab `!` cell gives any command (bootstrap.runner.terminal); with
 `run.stdin: none` its stdin is closed and its output a pipe. Its output goes untouched to the
-console and, with carriage-return progress collapsed to its last state, to a log file. The log
-is written from its own thread through a bounded queue: when persist is slow or failing, log
-lines are dropped, never the training blocked.
+console and, with carriage-return progress collapsed to its last state and terminal control
+sequences left out, to a log file. The log is written from its own thread through a bounded
+queue: when persist is slow or failing, log lines are dropped, never the training blocked.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import signal
 import subprocess
@@ -182,8 +183,16 @@ def read_output(fd: int) -> bytes:
             raise
 
 
+# Terminal control sequences: CSI (colours, cursor moves, erase line), OSC (window titles,
+# hyperlinks), character set choices (ESC ( B) and the two-byte ones. The training draws for
+# a terminal; the log is for reading.
+_ESCAPES = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]+[0-~]|[@-Z\\-_])"
+)
+
+
 def _last_state(line: bytes) -> bytes:
-    line = line.rstrip(b"\r")
+    line = _ESCAPES.sub(b"", line).rstrip(b"\r")
     return line.rsplit(b"\r", 1)[-1]
 
 
