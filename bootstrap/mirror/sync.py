@@ -491,7 +491,7 @@ class MirrorSync:
         if not gone and not gone_units:
             return
         if not any(self._mirrored.get(rel) == key for rel, key in current.items()) and not any(
-            rel in self._mirrored and rel not in gone_units for rel in units
+            rel in self._mirrored for rel in units
         ):
             return
         self._prepare_persist()
