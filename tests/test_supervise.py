@@ -178,9 +178,7 @@ def test_log_writer_leaves_out_terminal_control_sequences(tmp_path: Path) -> Non
     assert (tmp_path / "a.log").read_bytes() == b"INFO loss 0.5\nstep 3\n"
 
 
-def test_terminal_stdin_gives_the_training_a_tty_with_a_size(
-    sandbox: Sandbox, tmp_path: Path
-) -> None:
+def test_on_terminal_gives_the_training_a_tty_with_a_size(sandbox: Sandbox, tmp_path: Path) -> None:
     # pytorch-cifar's utils.py runs `stty size` at import; with stdin closed it crashes.
     # (tests/test_terminal.py has the rest: output, typed input, the window size we run in)
     script = (

@@ -199,7 +199,7 @@ def _last_state(line: bytes) -> bytes:
 class TrainingProcess:
     """One attempt of the training: a child process group with its output teed.
 
-    ``terminal_stdin`` (run.stdin: terminal, the default) gives the child one pseudo-terminal
+    ``on_terminal`` (run.stdin: terminal, the default) gives the child one pseudo-terminal
     as stdin, stdout and stderr, and, when our own stdin is a terminal, forwards what the user
     types to it; otherwise its stdin is closed and its stdout and stderr one pipe.
     """
@@ -212,14 +212,14 @@ class TrainingProcess:
         env: Mapping[str, str],
         log_path: Path,
         output: OutputSink,
-        terminal_stdin: bool = True,
+        on_terminal: bool = True,
     ):
         self.argv = list(argv)
         self.log = LogWriter(log_path)
         self._output = output
         self._terminal: Terminal | None = None
         self._forwarder: InputForwarder | None = None
-        if terminal_stdin:
+        if on_terminal:
             self.proc, self._terminal = self._spawn_on_terminal(cwd, env)
             self._source = self._terminal.master
         else:

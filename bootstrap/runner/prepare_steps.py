@@ -104,7 +104,7 @@ def _run(
         env=child_environment(plan, environ),
         log_path=log_path,
         output=output,
-        terminal_stdin=plan.recipe.run.stdin == "terminal",
+        on_terminal=plan.recipe.run.stdin == "terminal",
     )
     try:
         code = proc.wait()

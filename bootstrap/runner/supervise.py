@@ -258,7 +258,7 @@ class Supervisor:
             env=child_environment(self.plan, self.environ),
             log_path=log_path,
             output=self.output,
-            terminal_stdin=self.plan.recipe.run.stdin == "terminal",
+            on_terminal=self.plan.recipe.run.stdin == "terminal",
         )
         try:
             code = self._watch(proc)
