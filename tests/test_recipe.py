@@ -689,3 +689,14 @@ def test_prepare_module_is_checked_like_run_module(here: Path) -> None:
         "r.yaml:6: run.prepare[0].module: expected a dotted module name, e.g. mypkg.train, "
         "got 'data/prepare.py'"
     ]
+
+
+def test_launcher_and_nproc(here: Path) -> None:
+    recipe = load_recipe(write(MINIMAL), environ={})
+    assert (recipe.run.launcher, recipe.run.nproc) == ("python", "auto")
+    given = MINIMAL + "  launcher: torchrun\n  nproc: 2\n"
+    assert load_recipe(write(given), environ={}).run.nproc == 2
+    assert problems(MINIMAL + "  launcher: mpirun\n  nproc: 0\n") == [
+        "r.yaml:6: run.launcher: expected 'python' or 'torchrun', got 'mpirun'",
+        "r.yaml:7: run.nproc: expected auto or an integer of at least 1, got 0",
+    ]

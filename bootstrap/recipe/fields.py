@@ -122,6 +122,25 @@ class Int(Check):
         return {"type": "integer", **bound}
 
 
+class AutoOrInt(Check):
+    """The text ``auto``, or an integer of at least ``minimum``."""
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
+    def __call__(self, value: Any, path: KeyPath, issues: list[Issue]) -> Any:
+        if value == "auto":
+            return value
+        if not isinstance(value, int) or isinstance(value, bool) or value < self.minimum:
+            self.fail(issues, path, f"expected auto or an integer of at least {self.minimum}, "
+                      f"got {describe(value)}")  # fmt: skip
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [{"const": "auto", "type": "string"},
+                          {"type": "integer", "minimum": self.minimum}]}  # fmt: skip
+
+
 class Duration(Check):
     """Seconds as a number, or text such as 90s, 11h30m, HH:MM:SS; a float of seconds."""
 

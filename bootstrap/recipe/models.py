@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from bootstrap.recipe.durations import parse_duration
 from bootstrap.recipe.fields import (
+    AutoOrInt,
     Bool,
     Check,
     Custom,
@@ -267,6 +268,11 @@ class RunSpec(Model):
     # End this session of the training this long after it is first launched: the training is
     # asked to stop like at the time limit, and the tool exits 0 (a bounded --smoke run).
     stop_after: float | None = spec(Optional(Duration(parse_duration, positive=True)), None)
+    # How the training is started: python (one process), or torchrun (torch.distributed.run,
+    # one process per GPU on this machine, each rank running the same script, module or
+    # callable). nproc: the number of processes under torchrun; auto is every visible GPU, or 1.
+    launcher: Literal["python", "torchrun"] = spec(OneOf("python", "torchrun"), "python")
+    nproc: int | Literal["auto"] = spec(AutoOrInt(minimum=1), "auto")
 
     @property
     def entry_kind(self) -> Literal["script", "module", "callable"]:

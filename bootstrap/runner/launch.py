@@ -17,6 +17,7 @@ import ctypes
 import errno
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bootstrap.plan import Plan
+from bootstrap.procs import descendants
 
 if TYPE_CHECKING:
     from bootstrap.runner.terminal import InputForwarder, Terminal
@@ -43,12 +45,36 @@ _PR_SET_PDEATHSIG = 1
 def build_command(plan: Plan, resume: Sequence[str], python: str = sys.executable) -> list[str]:
     run = plan.recipe.run
     kind, entry = run.entry_kind, plan.entry
+    start = [python, *torchrun_options(plan)] if run.launcher == "torchrun" else [python]
     if kind == "script":
-        return [python, str(plan.work_dir / entry), *plan.args, *resume]
+        return [*start, str(plan.work_dir / entry), *plan.args, *resume]
     if kind == "module":
-        return [python, "-m", entry, *plan.args, *resume]
+        return [*start, "-m", entry, *plan.args, *resume]
     # callable and loop mode: a small runner inside the package imports and calls it.
-    return [python, "-m", "bootstrap.training.child"]
+    return [*start, "-m", "bootstrap.training.child"]
+
+
+def torchrun_options(plan: Plan) -> list[str]:
+    """``-m torch.distributed.run`` and its options, for one machine (the tool restarts the
+    whole group itself, so torchrun's own restarts are off). On a stop, the tool signals
+    torchrun alone, which forwards the signal to every rank once and gives them run.stop_grace
+    before it kills them (its --shutdown-timeout)."""
+    run = plan.recipe.run
+    return [
+        "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(process_count(plan)),
+        "--max-restarts", "0",
+        "--shutdown-timeout", str(max(1, math.ceil(run.stop_grace))),
+    ]  # fmt: skip
+
+
+def process_count(plan: Plan) -> int:
+    """run.nproc: a number as given; auto, every GPU the host shows (1 without one, and under
+    --smoke, which hides them)."""
+    nproc = plan.recipe.run.nproc
+    if nproc != "auto":
+        return nproc
+    return 1 if plan.smoke else max(1, len(plan.host.gpu_names))
 
 
 def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
@@ -191,6 +217,13 @@ _ESCAPES = re.compile(
 )
 
 
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:  # gone
+        return None
+
+
 def _last_state(line: bytes) -> bytes:
     line = _ESCAPES.sub(b"", line).rstrip(b"\r")
     return line.rsplit(b"\r", 1)[-1]
@@ -284,9 +317,21 @@ class TrainingProcess:
             return None
 
     def signal(self, sig: int) -> None:
-        """Signal the whole process group (the training and any workers it started)."""
+        """Signal the whole process group (the training and any workers it started), and the
+        processes below it in groups of their own (torchrun starts each rank in a session of
+        its own: killing torchrun alone would leave them running, holding the GPU)."""
+        elsewhere = [pid for pid in descendants(self.pid) if _group_of(pid) != self.pid]
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
+        for pid in elsewhere:  # once each: the group's members have it already
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def signal_leader(self, sig: int) -> None:
+        """Signal the process the tool started only (torchrun, which forwards it to its ranks:
+        signalled through the group too, each rank would get it twice)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, sig)
 
     def finish(self) -> None:
         """After exit: stop forwarding input, end leftover workers, drain the remaining output,

@@ -27,9 +27,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from bootstrap.errors import StepCancelled
+from bootstrap.procs import children, descendants
 from bootstrap.progress import ProgressBar, ProgressFactory
 from bootstrap.report import Reporter, Step
 
@@ -56,7 +56,7 @@ def run_tasks(tasks: Sequence[Task], ui: Reporter) -> None:
     cancel = threading.Event()
     progress = cancellable_progress(ui.progress, cancel)
     # In a notebook kernel other children may be running (a TensorBoard): never stop those.
-    others = _children(os.getpid())
+    others = children(os.getpid())
     ended: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
     pending, running, finished = list(tasks), {}, set()  # type: ignore[var-annotated]
     first: BaseException | None = None
@@ -140,43 +140,9 @@ def _stop(cancel: threading.Event, running: dict[str, threading.Thread], others:
     if not cancel.is_set():
         cancel.set()
         log.debug("stopping %s", ", ".join(running))
-    for pid in _descendants(os.getpid(), skip=others):
+    for pid in descendants(os.getpid(), skip=others):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-
-
-def _descendants(root: int, skip: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
-    """The processes below ``root``, parents first, leaving out the subtrees of ``skip``."""
-    parents = _parents()
-    found, frontier = [], [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in skip]
-        found += children
-        frontier += children
-    return found
-
-
-def _children(parent: int) -> set[int]:
-    return {pid for pid, ppid in _parents().items() if ppid == parent}
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process in /proc (empty where there is no /proc)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return {}
-    parents = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
-        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    return parents
 
 
 def cancellable_progress(factory: ProgressFactory, cancel: threading.Event) -> ProgressFactory:

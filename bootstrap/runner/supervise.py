@@ -281,7 +281,10 @@ class Supervisor:
 
     def _stop(self, proc: TrainingProcess) -> int:
         grace = self.plan.recipe.run.stop_grace
-        proc.signal(signal.SIGINT)
+        if self.plan.recipe.run.launcher == "torchrun":
+            proc.signal_leader(signal.SIGINT)  # torchrun asks each rank once
+        else:
+            proc.signal(signal.SIGINT)
         end = time.monotonic() + grace
         while (code := proc.wait(_POLL)) is None:
             if self._force.is_set() or time.monotonic() >= end:
