@@ -54,12 +54,11 @@ class Console:
         with self.lock:
             if self.status is not None:
                 self.status.clear()
-            tqdm = sys.modules.get("tqdm")
-            if tqdm is not None:  # bars are open, or were: print above them, then redraw them
-                with tqdm.tqdm.external_write_mode(file=self.file):
-                    self.file.write(line)
-                    self.file.flush()
-            else:
+            tqdm = sys.modules.get("tqdm")  # bars are open, or were: print above them
+            above = (
+                tqdm.tqdm.external_write_mode(file=self.file) if tqdm else contextlib.nullcontext()
+            )
+            with above:
                 self.file.write(line)
                 self.file.flush()
             if self.status is not None:

@@ -61,42 +61,11 @@ sys.path.insert(0, str(ROOT))
 
 from bootstrap.mirror.faults import READ_ENV  # noqa: E402
 from bootstrap.mirror.restore import load_manifest  # noqa: E402
+from tests.bench_staging import paced_server  # noqa: E402
 
 NAME = "bench"  # the recipe's name: persist/runs/bench holds the mirror
 WHEELS = 20
 MARKER = "FIRST STEP"
-
-# A file server in a process of its own (so that it takes no GIL from the tool it feeds),
-# sending each file at a steady rate: argv[2] MB/s, or the rate of the first "suffix=MB/s" of
-# argv[3:] the path ends with. It prints its port, then serves until killed. As in
-# bench_staging.py; a directory's listing is what uv reads as a --find-links page.
-_PACED_SERVER = r"""
-import functools, http.server, sys, time
-folder, default = sys.argv[1], float(sys.argv[2]) * 1e6
-rates = [(s, float(r) * 1e6) for s, r in (a.split("=") for a in sys.argv[3:])]
-
-class Paced(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def copyfile(self, source, outputfile):
-        path = self.path.split("?")[0]
-        rate = next((r for s, r in rates if path.endswith(s)), default)
-        start, sent = time.perf_counter(), 0
-        while chunk := source.read(256 * 1024):
-            outputfile.write(chunk)
-            sent += len(chunk)
-            ahead = sent / rate - (time.perf_counter() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-
-class Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 128  # uv opens 20 connections at once: 5 would drop some SYNs (1 s)
-
-server = Server(("127.0.0.1", 0), functools.partial(Paced, directory=folder))
-print(server.server_address[1], flush=True)
-server.serve_forever()
-"""
 
 # One step alone, in a fresh interpreter (the new VM's, which the install targets, as the tool's
 # does): argv[1] the step, argv[2] its arguments (JSON). Prints the seconds the call took, imports
@@ -211,19 +180,6 @@ def _make_archive(tree: Path, archive: Path, total_mb: int) -> None:
         if tar.wait():
             raise SystemExit("tar failed")
     shutil.rmtree(tree)
-
-
-def _server(
-    folder: Path, net_mbps: float, archive_mbps: float
-) -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [sys.executable, "-c", _PACED_SERVER, str(folder), str(net_mbps),
-         f".tar.gz={archive_mbps}"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert server.stdout is not None
-    return server, f"http://127.0.0.1:{server.stdout.readline().strip()}"
 
 
 def _venv(folder: Path) -> Path:
@@ -432,7 +388,7 @@ def main() -> int:
         for i in range(WHEELS):
             _make_wheel(served / "wheels", i, 250 * 1024)
         _make_archive(base / "tree", served / "data.tar.gz", archive_mb)
-        server, url = _server(served, args.net_mbps, args.archive_mbps)
+        server, url = paced_server(served, args.net_mbps, **{".tar.gz": args.archive_mbps})
         recipe = base / "recipe.yaml"
         _recipe(recipe, url, ckpt_mb)
         print(f"filling persist with a {ckpt_mb} MB checkpoint...", file=sys.stderr, flush=True)

@@ -75,17 +75,22 @@ def _manual(fetch: list[str], copy: Path, out: Path) -> None:
     subprocess.run(["tar", "-xf", str(copy), "-C", str(out), *OWNERSHIP], check=True)
 
 
-# A file server in a process of its own (so that it takes no GIL from the staging it feeds),
-# sending each file at a steady rate. It prints its port, then serves until killed.
+# A file server in a process of its own (so that it takes no GIL from the tool it feeds),
+# sending each file at a steady rate: argv[2] MB/s, or the rate of the first "suffix=MB/s" of
+# argv[3:] the path ends with. It prints its port, then serves until killed. A directory's
+# listing is what uv reads as a --find-links page (bench_setup.py).
 _PACED_SERVER = r"""
 import functools, http.server, sys, time
-folder, rate = sys.argv[1], float(sys.argv[2]) * 1e6
+folder, default = sys.argv[1], float(sys.argv[2]) * 1e6
+rates = [(s, float(r) * 1e6) for s, r in (a.split("=") for a in sys.argv[3:])]
 
 class Paced(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
     def copyfile(self, source, outputfile):
+        path = self.path.split("?")[0]
+        rate = next((r for s, r in rates if path.endswith(s)), default)
         start, sent = time.perf_counter(), 0
         while chunk := source.read(256 * 1024):
             outputfile.write(chunk)
@@ -94,16 +99,23 @@ class Paced(http.server.SimpleHTTPRequestHandler):
             if ahead > 0:
                 time.sleep(ahead)
 
-handler = functools.partial(Paced, directory=folder)
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128  # uv opens 20 connections at once: 5 would drop some SYNs (1 s)
+
+server = Server(("127.0.0.1", 0), functools.partial(Paced, directory=folder))
 print(server.server_address[1], flush=True)
 server.serve_forever()
 """
 
 
-def _paced_server(folder: Path, mbps: float) -> tuple[subprocess.Popen[str], str]:
+def paced_server(
+    folder: Path, mbps: float, **by_suffix: float
+) -> tuple[subprocess.Popen[str], str]:
+    """Serve ``folder`` at ``mbps`` MB/s (``by_suffix``: other rates for paths ending so);
+    return the server process and its URL."""
+    rates = [f"{suffix}={rate}" for suffix, rate in by_suffix.items()]
     server = subprocess.Popen(
-        [sys.executable, "-c", _PACED_SERVER, str(folder), str(mbps)],
+        [sys.executable, "-c", _PACED_SERVER, str(folder), str(mbps), *rates],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -195,7 +207,7 @@ def main() -> int:
                     rows += _case(base, name, archive, goal, args.runs, cold=cold, keep=keep)
                     print(rows[-2], rows[-1], sep="\n", file=sys.stderr, flush=True)
                 if args.url_mbps:
-                    server, address = _paced_server(drive, args.url_mbps)
+                    server, address = paced_server(drive, args.url_mbps)
                     try:
                         name = f"{label} {suffix} {args.url_mbps:g} MB/s"
                         rows += _case(base, name, archive, goal, args.runs, cold=False, keep=keep,

@@ -113,6 +113,27 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 60) ->
     raise AssertionError(f"{needle!r} not seen in output:\n{''.join(seen)}")
 
 
+def processes() -> Iterator[tuple[int, int, int, list[bytes]]]:
+    """Every living process (Linux, from /proc): pid, parent's pid, process group, argv."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if state != "Z":
+            yield int(entry), int(ppid), int(pgrp), argv
+
+
+def group(pgid: int) -> list[tuple[int, list[bytes]]]:
+    """The living processes of a process group: (pid, argv)."""
+    return [(pid, argv) for pid, _, pgrp, argv in processes() if pgrp == pgid]
+
+
 def git(*args: str, cwd: Path) -> str:
     env = {
         **os.environ,

@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RECIPES, Sandbox, git, write_recipe
+from tests.conftest import RECIPES, Sandbox, git, group, processes, write_recipe
 
 pytestmark = pytest.mark.slow
 SMALL_FILES = 6000  # in the data archive: extracting them takes about a second
@@ -120,26 +120,6 @@ def _recipe(
 # -- the tool's process group, seen from /proc ---------------------------------------------
 
 
-def _processes() -> Iterator[tuple[int, int, int, list[bytes]]]:
-    """Every living process: pid, parent's pid, process group, argv."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-        if state != "Z":
-            yield int(entry), int(ppid), int(pgrp), argv
-
-
-def _group(pgid: int) -> list[tuple[int, list[bytes]]]:
-    """The living processes of a process group: (pid, argv)."""
-    return [(pid, argv) for pid, _, pgrp, argv in _processes() if pgrp == pgid]
-
-
 def _git(sub: bytes) -> Callable[[list[bytes]], bool]:
     return lambda argv: os.path.basename(argv[0]) == b"git" and sub in argv
 
@@ -217,7 +197,7 @@ class Tool:
             time.sleep(0.002)
 
     def processes(self, which: Callable[[list[bytes]], bool]) -> list[int]:
-        return [pid for pid, argv in _group(self.pid) if which(argv)]
+        return [pid for pid, argv in group(self.pid) if which(argv)]
 
     def kill(self, check: Callable[[], str | None], *groups: int) -> None:
         """Freeze the tool's group (and ``groups``), run ``check``, then SIGKILL them all.
@@ -509,13 +489,13 @@ def test_kill_during_training_resumes_from_persist(
     tool.wait_for(lambda: (mirror / "epoch-002.pt").exists(), "epoch 2 mirrored")
     training = [
         pid
-        for pid, ppid, _, argv in _processes()
+        for pid, ppid, _, argv in processes()
         if ppid == tool.pid and b"train.py" in b" ".join(argv)
     ]
     assert len(training) == 1, tool.output
 
     def in_progress() -> str | None:  # the training is frozen too: it has its own group
-        if not _group(training[0]):
+        if not group(training[0]):
             return "the training had already ended"
         if "training finished" in tool.output:
             return "the training had finished"

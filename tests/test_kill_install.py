@@ -55,7 +55,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Sandbox, git, write_recipe
+from tests.conftest import ROOT, Sandbox, git, group, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -165,19 +165,11 @@ def _release(repo: Path, version: str) -> dict[str, Payload]:
 # -- the tool's process group, seen from /proc ---------------------------------------------
 
 
-def _installer(group: int) -> int | None:
+def _installer(tool: int) -> int | None:
     """The pid of the running ``uv pip install`` or ``pip install`` in the tool's group."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        state, _, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(pgrp) == group and state != "Z" and b"pip" in argv and b"install" in argv:
-            return int(entry)
+    for pid, argv in group(tool):
+        if b"pip" in argv and b"install" in argv:
+            return pid
     return None
 
 

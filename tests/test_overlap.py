@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Sandbox, git, write_recipe
+from tests.conftest import Sandbox, git, group, write_recipe
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds processes in /proc")
 
@@ -134,19 +134,7 @@ def _recipe(tmp_path: Path, server: Server, source: str | None = None, sha256: s
 
 def _group(pgid: int) -> list[str]:
     """The commands of the live processes in process group ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(group) == pgid and state != "Z":
-            found.append(b" ".join(argv).decode(errors="replace"))
-    return found
+    return [b" ".join(argv).decode(errors="replace") for _, argv in group(pgid)]
 
 
 def _wait(event: threading.Event, proc: subprocess.Popen[str], what: str) -> None:

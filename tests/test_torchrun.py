@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Sandbox, read_until, write_recipe
+from tests.conftest import Sandbox, processes, read_until, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -113,16 +113,7 @@ def test_a_stop_reaches_every_rank_once_and_they_stop_together(
 
 
 def _ranks_running(script: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if str(script).encode() in argv:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, _, _, argv in processes() if str(script).encode() in argv]
 
 
 def test_a_second_stop_ends_every_rank_though_torchrun_starts_them_in_sessions_of_their_own(

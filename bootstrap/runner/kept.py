@@ -61,18 +61,9 @@ def restore_kept(
     """Put every mirrored file and folder checkpoint back at its place on scratch (a new VM);
     the checkpoints folder first. Returns what was restored. ``pace``: see ``read_pacer``;
     ``later``: checkpoints on persist left for ``LaterRestore`` (``older_checkpoints``)."""
-    main, *kept = plan.trees
-    restored = restore_checkpoints(
-        main.dst,
-        main.src,
-        main.include,
-        progress,
-        exclude=main.exclude,
-        folders=plan.folder_checkpoints,
-        pace=pace,
-        select=(lambda path: not _under(path, later)) if later else None,
-    )
-    for tree in kept:
+    select = (lambda path: not _under(path, later)) if later else None
+    restored = _restore_checkpoints_folder(plan, progress, pace, select)
+    for tree in plan.trees[1:]:
         restored += restore_checkpoints(
             tree.dst,
             tree.src,
@@ -108,17 +99,12 @@ class LaterRestore:
         return self
 
     def _run(self) -> None:
-        main = self._plan.trees[0]
         try:
-            restored = restore_checkpoints(
-                main.dst,
-                main.src,
-                main.include,
+            restored = _restore_checkpoints_folder(
+                self._plan,
                 cancellable_progress(no_progress, self._cancel),
-                exclude=main.exclude,
-                folders=self._plan.folder_checkpoints,
-                pace=self._pace,
-                select=lambda path: _under(path, self._later),
+                self._pace,
+                lambda path: _under(path, self._later),
             )
         except StepCancelled:
             log.debug("stopped restoring the older checkpoints")
@@ -133,6 +119,27 @@ class LaterRestore:
 
     def wait(self) -> None:
         self._thread.join()
+
+
+def _restore_checkpoints_folder(
+    plan: Plan,
+    progress: ProgressFactory,
+    pace: Callable[[int], None] | None,
+    select: Callable[[Path], bool] | None,
+) -> list[Path]:
+    """restore_checkpoints for run.checkpoints (the first of ``plan.trees``), folder
+    checkpoints whole."""
+    main = plan.trees[0]
+    return restore_checkpoints(
+        main.dst,
+        main.src,
+        main.include,
+        progress,
+        exclude=main.exclude,
+        folders=plan.folder_checkpoints,
+        pace=pace,
+        select=select,
+    )
 
 
 def _under(path: Path, roots: Collection[Path]) -> bool:

@@ -116,11 +116,9 @@ def execute(
         outcome = _train(plan, state, options, ui, env)
         return outcome
     finally:
-        if later is None:
-            pass
-        elif outcome is not None and outcome.status == FINISHED:
+        if later is not None and outcome is not None and outcome.status == FINISHED:
             later.wait()  # the older checkpoints are all back when the run ends
-        else:
+        elif later is not None:
             later.stop()  # stopped or failed: no one waits for them; they stay on persist
 
 
