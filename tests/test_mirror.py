@@ -16,13 +16,15 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from bootstrap.errors import StepError
-from bootstrap.mirror.files import CHUNK_SIZE, MANIFEST_NAME, is_complete
+from bootstrap.mirror import snapshot
+from bootstrap.mirror.files import CHUNK_SIZE, MANIFEST_NAME, FaultHook, is_complete
 from bootstrap.mirror.restore import mirror_status, restore_checkpoints
 from bootstrap.mirror.selection import (
     FolderRule,
@@ -307,32 +309,68 @@ def test_failure_mid_copy_keeps_the_good_copy(
     assert (dst / "last.pt").read_bytes() == path.read_bytes()
 
 
-def test_a_copy_that_does_not_read_back_whole_never_replaces_the_mirror(
-    src: Path, dst: Path, clock: FakeClock
-) -> None:
-    path = put(src / "last.pt", archive(b"v1"), T0)
-    v2 = archive(os.urandom(1 << 11), entries=100)
+def _tear_during_upload(path: Path, v2: bytes) -> tuple[dict[str, bool], FaultHook]:
+    """A fault hook that, once armed, changes the source's tail at the upload's first chunk
+    while its size and mtime read the same (a filesystem with coarse timestamps)."""
     state = {"armed": False}
 
-    def rewritten_within_one_mtime_tick(op: str, target: Path) -> None:
-        # The source's tail changes mid-copy but its size and mtime read the same, as on a
-        # filesystem with coarse timestamps: only reading the copy back can tell.
+    def tear(op: str, target: Path) -> None:
         if op == "write" and state["armed"]:
             state["armed"] = False
             put(path, v2[:-1000] + b"\0" * 1000, T0 + 10**9)
 
-    mirror = make(src, dst, clock, fault_hook=rewritten_within_one_mtime_tick)
+    return state, tear
+
+
+def test_a_source_torn_after_its_snapshot_was_taken_still_gives_a_whole_copy(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    path = put(src / "last.pt", archive(b"v1"), T0)
+    v2 = archive(os.urandom(1 << 11), entries=100)
+    state, tear = _tear_during_upload(path, v2)
+    mirror = make(src, dst, clock, fault_hook=tear)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    put(path, v2, T0 + 10**9)
+    state["armed"] = True
+    settle(mirror, clock)
+    with mock.patch.object(snapshot._Snapshot, "chunks", _after_the_snapshot_is_whole):
+        report = mirror.sync_once()
+    assert report.copied == [Path("last.pt")]
+    assert (dst / "last.pt").read_bytes() == v2 and temps(dst) == []
+
+
+def _after_the_snapshot_is_whole(self: snapshot._Snapshot) -> Iterator[bytes]:
+    self._thread.join()  # the upload starts once the snapshot is whole
+    yield from original_chunks(self)
+
+
+original_chunks = snapshot._Snapshot.chunks
+
+
+def test_without_a_snapshot_a_copy_that_reads_torn_never_replaces_the_mirror(
+    src: Path, dst: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No room for a snapshot on scratch: the file is copied directly, and a rewrite during
+    the copy leaves persist as it was; the next pass copies the new version."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # mkdtemp fails
+    path = put(src / "last.pt", archive(b"v1"), T0)
+    v2 = archive(os.urandom(1 << 11), entries=100)
+    state, tear = _tear_during_upload(path, v2)
+    mirror = make(src, dst, clock, fault_hook=tear)
     assert mirror.sync_once().copied == [Path("last.pt")]
     put(path, v2, T0 + 10**9)
     state["armed"] = True
     settle(mirror, clock)
     report = mirror.sync_once()
-    # Seen (the inode's ctime moved) and then snapshotted: the snapshot reads torn too.
-    assert report.copied == [] and report.pending == [Path("last.pt")]
+    assert report.copied == [] and report.pending == [Path("last.pt")] and not report.failed
     assert (dst / "last.pt").read_bytes() == archive(b"v1") and temps(dst) == []
+    put(path, v2, T0 + 2 * 10**9)
+    settle(mirror, clock)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    assert (dst / "last.pt").read_bytes() == v2
 
 
-def test_source_rewritten_during_the_copy_goes_by_snapshot_and_is_no_persist_failure(
+def test_source_rewritten_during_its_upload_goes_up_as_snapshotted_and_is_no_persist_failure(
     src: Path,
     dst: Path,
     clock: FakeClock,
@@ -343,27 +381,32 @@ def test_source_rewritten_during_the_copy_goes_by_snapshot_and_is_no_persist_fai
     snapshots = tmp_path / "system temp"
     snapshots.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(snapshots))
-    path = put(src / "data.bin", os.urandom(9 << 20), T0)
-    half_copies: list[bytes] = []
+    v1 = os.urandom(9 << 20)
+    path = put(src / "data.bin", v1, T0)
+    replaced: list[str] = []
 
     def training_writes_again(op: str, target: Path) -> None:
         if op == "write" and not hasattr(training_writes_again, "done"):
             training_writes_again.done = True  # type: ignore[attr-defined]
-            put(path, path.read_bytes() + b"tail", T0 + 10**9)
+            put(path, v1 + b"tail", T0 + 10**9)
         if op == "replace":
-            half_copies.append(target.name)
+            replaced.append(target.name)
 
     mirror = make(src, dst, clock, fault_hook=training_writes_again)
     assert mirror.sync_once().pending == [Path("data.bin")]  # no format to check: wait
     settle(mirror, clock)
-    report = mirror.sync_once()
-    # The copy that read half of each version was thrown away; a snapshot of the new version
-    # went up in the same pass.
+    with mock.patch.object(snapshot._Snapshot, "chunks", _after_the_snapshot_is_whole):
+        report = mirror.sync_once()
+    # The upload read the snapshot, whole before the training wrote again: v1 went up.
     assert report.copied == [Path("data.bin")] and not report.failed and report.error is None
-    assert (dst / "data.bin").read_bytes() == path.read_bytes() and temps(dst) == []
-    assert half_copies == ["data.bin"]  # one replace: the snapshot's
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (dst / "data.bin").read_bytes() == v1 and temps(dst) == []
     assert list(snapshots.iterdir())  # the snapshot folder, kept for the next pass
+    assert mirror.sync_once().pending == [Path("data.bin")]  # the new version: wait again
+    settle(mirror, clock)
+    assert mirror.sync_once().copied == [Path("data.bin")]
+    assert (dst / "data.bin").read_bytes() == v1 + b"tail"
+    assert replaced == ["data.bin", "data.bin"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     mirror.stop(final=False)
     assert list(snapshots.iterdir()) == []  # and removed when the mirror stops
 

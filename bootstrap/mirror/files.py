@@ -18,7 +18,7 @@ import stat
 import struct
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
 
@@ -160,8 +160,13 @@ def stamp(st: os.stat_result) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def same_version(now: os.stat_result, before: os.stat_result) -> bool:
+    """Whether an open file is still the version it was: a rewrite in place changes its size
+    or times."""
+    return _identity(now) == _identity(before)
+
+
 def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """A version of one inode: a rewrite in place changes its size or times."""
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev
 
 
@@ -187,8 +192,26 @@ def copy_verified(
     of each chunk once it is written (for progress). ``durable=False`` skips the fsyncs, for
     a throwaway copy on local disk.
     """
-    call = hook or (lambda op, path: None)
-    call("open", target)
+    with open_source(source) as (reader, before):
+        if expect is not None and stamp(before) != expect:
+            raise SourceChanged(f"{source} changed before it was copied")
+        commit_copy(
+            read_unchanged(source, reader, before),
+            target,
+            before,
+            label=str(source),
+            hook=hook,
+            should_abort=should_abort,
+            copied=copied,
+            durable=durable,
+        )
+    return before
+
+
+@contextlib.contextmanager
+def open_source(source: Path) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+    """``source`` open for reading, with its stat at opening; SourceChanged if it is gone,
+    SourceError if it cannot be read."""
     try:
         reader = open(source, "rb")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError as error:
@@ -196,42 +219,66 @@ def copy_verified(
     except OSError as error:
         raise SourceError(error) from error
     with reader:
-        before = os.fstat(reader.fileno())
-        if expect is not None and stamp(before) != expect:
-            raise SourceChanged(f"{source} changed before it was copied")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            dir=target.parent, prefix=f"{TEMP_PREFIX}{target.name}.", suffix=".tmp"
-        )
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as writer:
-                while chunk := _read(reader):
-                    if should_abort is not None and should_abort():
-                        raise CopyAborted(str(source))
-                    # Rewritten in place: give up now rather than after a copy it can't use.
-                    if _identity(os.fstat(reader.fileno())) != _identity(before):
-                        raise SourceChanged(f"{source} changed while it was copied")
-                    call("write", target)
-                    writer.write(chunk)
-                    if copied is not None:
-                        copied(len(chunk))
-                writer.flush()
-                if durable:
-                    os.fsync(writer.fileno())
-            _verify(source, reader, before, tmp, target)
-            with contextlib.suppress(OSError):  # Drive's FUSE may refuse modes; harmless
-                os.chmod(tmp, stat.S_IMODE(before.st_mode))
-            os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
-            call("replace", target)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        yield reader, os.fstat(reader.fileno())
+
+
+def read_unchanged(source: Path, reader: BinaryIO, before: os.stat_result) -> Iterator[bytes]:
+    """The chunks of ``reader``, raising SourceChanged as soon as the file is rewritten in
+    place (what was read is one version only if the inode did not change meanwhile)."""
+    while chunk := _read(reader):
+        # Rewritten in place: give up now rather than after a copy nobody can use.
+        if not same_version(os.fstat(reader.fileno()), before):
+            raise SourceChanged(f"{source} changed while it was copied")
+        yield chunk
+    if not same_version(os.fstat(reader.fileno()), before):
+        raise SourceChanged(f"{source} changed while it was copied")
+
+
+def commit_copy(
+    chunks: Iterable[bytes],
+    target: Path,
+    before: os.stat_result,
+    *,
+    label: str,
+    hook: FaultHook | None = None,
+    should_abort: Callable[[], bool] | None = None,
+    copied: Callable[[int], None] | None = None,
+    durable: bool = True,
+) -> None:
+    """Write ``chunks`` (one version of a file whose stat was ``before``, called ``label`` in
+    errors) to a temp file beside ``target``, verify it and rename it over ``target``. Errors
+    from ``chunks`` (SourceChanged, SourceError) propagate; the temp file never stays."""
+    call = hook or (lambda op, path: None)
+    call("open", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f"{TEMP_PREFIX}{target.name}.", suffix=".tmp"
+    )
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as writer:
+            for chunk in chunks:
+                if should_abort is not None and should_abort():
+                    raise CopyAborted(label)
+                call("write", target)
+                writer.write(chunk)
+                if copied is not None:
+                    copied(len(chunk))
+            writer.flush()
+            if durable:
+                os.fsync(writer.fileno())
+        _verify(label, before, tmp, target)
+        with contextlib.suppress(OSError):  # Drive's FUSE may refuse modes; harmless
+            os.chmod(tmp, stat.S_IMODE(before.st_mode))
+        os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+        call("replace", target)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     if durable:
         fsync_dir(target.parent)
-    return before
 
 
 def _read(reader: BinaryIO) -> bytes:
@@ -241,21 +288,16 @@ def _read(reader: BinaryIO) -> bytes:
         raise SourceError(error) from error
 
 
-def _verify(
-    source: Path, reader: BinaryIO, before: os.stat_result, tmp: Path, target: Path
-) -> None:
-    # What was read is one version only if the inode it came from did not change meanwhile.
-    if _identity(os.fstat(reader.fileno())) != _identity(before):
-        raise SourceChanged(f"{source} changed while it was copied")
+def _verify(label: str, before: os.stat_result, tmp: Path, target: Path) -> None:
     copied = os.stat(tmp).st_size
     if copied != before.st_size:
         raise OSError(
             errno.EIO,
-            f"the copy of {source} has {copied} bytes instead of {before.st_size}",
+            f"the copy of {label} has {copied} bytes instead of {before.st_size}",
             str(target),
         )
     if not check_complete(tmp, target.name):
-        raise OSError(errno.EIO, f"the copy of {source} does not read back whole", str(target))
+        raise OSError(errno.EIO, f"the copy of {label} does not read back whole", str(target))
 
 
 def remove_stale_temps(root: Path) -> int:

@@ -5,10 +5,12 @@ training deleted; ride out a failing persist with backoff, one warning and a rec
 The lag is bounded whatever the save rhythm. A file whose completeness can be checked (a torch
 or safetensors checkpoint) is copied as soon as it reads whole; any other file once it has not
 changed for ``stable_for`` seconds, or after ``max_wait`` seconds of changing. A copy counts
-only if the file it read did not change meanwhile; a file rewritten in place during its copy is
-from then on first snapshotted on scratch (a fast local copy, verified the same way) and the
-snapshot uploaded, so even a checkpoint rewritten faster than persist can take it reaches
-persist every one or two copy times, and a good copy there is never replaced by a torn one.
+only if the version it read did not change meanwhile. Each file goes up through a snapshot on
+scratch, taken at local-disk speed while the upload follows it (``bootstrap.mirror.snapshot``):
+the file has to hold still for the snapshot's time only, so even a checkpoint rewritten faster
+than persist can take a copy reaches persist about once per copy time, and a good copy there
+is never replaced by a torn one. Where no snapshot can be written (scratch full), the file is
+copied directly, and waits for a quiet moment as long as a copy.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bootstrap.mirror.files import (
 from bootstrap.mirror.folders import copy_folder, remove_folder
 from bootstrap.mirror.restore import holds_version, load_manifest, write_manifest
 from bootstrap.mirror.selection import FolderRule, find_files
+from bootstrap.mirror.snapshot import SnapshotUnavailable, upload_via_snapshot
 from bootstrap.progress import ProgressBar, ProgressFactory
 
 log = logging.getLogger(__name__)
@@ -111,7 +114,7 @@ class MirrorSync:
         self._mirrored: dict[Path, object] = {}  # stamps known to be on persist
         self._known: set[Path] = set()  # every file seen in src during this session
         self._known_units: set[Path] = set()  # every folder checkpoint seen likewise
-        self._busy: set[Path] = set()  # rewritten in place during a copy: snapshot first
+        self._direct: set[Path] = set()  # no snapshot could be written: copied directly
         self._too_fast_said: set[Path] = set()
         self._snapshots: Path | None = None
         self._manifest: dict[str, dict[str, int]] = {}  # relative posix path -> {size, mtime_ns}
@@ -307,10 +310,7 @@ class MirrorSync:
                 if self._on_persist(rel, key):
                     self._record(rel, key)
                     continue
-                if rel in self._busy:
-                    copied = self._copy_by_snapshot(rel)
-                else:
-                    copied = self._copy_direct(rel, key)
+                copied = self._copy_file(rel, key)
             except CopyAborted:
                 report.pending += [r for r, _ in todo[index:]]
                 return
@@ -330,8 +330,14 @@ class MirrorSync:
             log.debug("mirrored %s to %s", rel, self.dst)
             self._emit(f"mirrored {rel.as_posix()} to persist")
 
-    def _copy_direct(self, rel: Path, key: _Stamp) -> _Stamp | None:
-        """Copy straight to persist; a file rewritten in place meanwhile goes by snapshot."""
+    def _copy_file(self, rel: Path, key: _Stamp) -> _Stamp | None:
+        """Upload ``rel`` through a snapshot; directly where no snapshot can be written."""
+        if rel not in self._direct:
+            try:
+                return self._copy_by_snapshot(rel)
+            except SnapshotUnavailable as error:
+                log.debug("no snapshot of %s (%s): copying it directly", rel, error.error)
+                self._direct.add(rel)
         try:
             before = copy_verified(
                 self.src / rel,
@@ -342,44 +348,30 @@ class MirrorSync:
                 copied=self._advance,
             )
         except SourceChanged:
-            if not (self.src / rel).exists():
-                return None
-            self._busy.add(rel)
-            log.debug("%s was rewritten during its copy: copying it by snapshot", rel)
-            return self._copy_by_snapshot(rel)
+            return None  # rewritten: the next pass tries its new version
         return stamp(before)
 
     def _copy_by_snapshot(self, rel: Path) -> _Stamp | None:
-        """Snapshot ``rel`` on scratch (a fast copy, verified as one version), upload that.
-        None when the file changed under every try."""
+        """Upload ``rel`` through a snapshot on scratch taken while the upload runs (see
+        ``bootstrap.mirror.snapshot``). None when the file changed under every try."""
         source = self.src / rel
-        snapshot = self._snapshot_dir() / rel.name
         spent: list[float] = []
         for _ in range(_SNAPSHOT_TRIES):
             _wait_until_complete(source, timeout=_SNAPSHOT_WAIT)
             started = time.monotonic()
             try:
-                before = copy_verified(source, snapshot, durable=False)
-            except (SourceChanged, SourceError, OSError) as error:
-                # Rewritten meanwhile, torn, or scratch full: try again.
+                return upload_via_snapshot(
+                    source,
+                    self._snapshot_dir() / rel.name,
+                    self.dst / rel,
+                    skip=lambda key: self._on_persist(rel, key),
+                    hook=self._op,
+                    should_abort=self._past_deadline,
+                    copied=self._advance,
+                )
+            except SourceChanged as error:  # rewritten before the snapshot was whole: again
                 log.debug("cannot snapshot %s: %s", source, error)
                 spent.append(time.monotonic() - started)
-                continue
-            try:
-                key = stamp(before)
-                if not self._on_persist(rel, key):
-                    copy_verified(
-                        snapshot,
-                        self.dst / rel,
-                        expect=key,
-                        hook=self._op,
-                        should_abort=self._past_deadline,
-                        copied=self._advance,
-                    )
-                return key
-            finally:
-                with contextlib.suppress(OSError):
-                    snapshot.unlink()
         self._too_fast(rel, spent)
         return None
 
@@ -407,7 +399,10 @@ class MirrorSync:
 
     def _snapshot_dir(self) -> Path:
         if self._snapshots is None:
-            self._snapshots = Path(tempfile.mkdtemp(prefix="bootstrap-mirror-"))
+            try:
+                self._snapshots = Path(tempfile.mkdtemp(prefix="bootstrap-mirror-"))
+            except OSError as error:
+                raise SnapshotUnavailable(error) from error
         return self._snapshots
 
     def _copy_units(
@@ -520,7 +515,7 @@ class MirrorSync:
     def _forget(self, rel: Path) -> None:
         self._known.discard(rel)
         self._mirrored.pop(rel, None)
-        self._busy.discard(rel)
+        self._direct.discard(rel)
         if self._manifest.pop(rel.as_posix(), None) is not None:
             self._manifest_dirty = True
 

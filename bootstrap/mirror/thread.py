@@ -163,10 +163,11 @@ class CheckpointMirror(MirrorSync):
         while True:
             report = self._pass()
             # After a pass that copied, what changed meanwhile is looked at at once: a file
-            # rewritten during a long copy then waits one copy, not one copy and an interval.
+            # rewritten during a long copy then waits one copy, not one copy and an interval
+            # (the pass's own pending list is older than its copies, so it cannot tell).
             # Scanning a big tree (say, thousands of samples in a kept folder) every half
             # second would take a CPU from the training: keep scans under 5% of the time.
             scanning = sum(sync.scan_seconds for sync in (self, *self.also))
-            wait = 0.0 if report.copied and report.pending else self.interval
+            wait = 0.0 if report.copied else self.interval
             if self._stopping.wait(max(wait, 20 * scanning)):
                 return
