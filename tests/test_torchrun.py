@@ -3,8 +3,11 @@ the real CLI, started by torch.distributed.run as the tool builds its command li
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -76,10 +79,16 @@ def test_two_ranks_train_and_rank_0_saves(sandbox: Sandbox, tmp_path: Path) -> N
 
     result = sandbox.cli(_recipe(tmp_path, steps=3, delay=0), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The console shows rank 0, unmarked; the attempt log every rank, each line marked.
+    assert "\nrank 0 of 2\n" in result.stdout and "rank 1" not in result.stdout
+    assert "[rank " not in result.stdout
+    (log,) = (sandbox.persist / "runs/ddp/logs").glob("attempt-001-*.log")
+    lines = log.read_text().splitlines()
     for rank in (0, 1):
-        assert f"rank {rank} of 2" in result.stdout
-        assert f"rank {rank} ended after step 2, asked to stop 0 time(s) by torchrun" in (
-            result.stdout
+        assert f"[rank {rank}] rank {rank} of 2" in lines
+        assert (
+            f"[rank {rank}] rank {rank} ended after step 2, asked to stop 0 time(s) by torchrun"
+            in lines
         )
     saved = torch.load(sandbox.persist / "runs/ddp/checkpoints/final.pt", weights_only=True)
     assert set(saved) == {"weight", "bias"}
@@ -95,9 +104,8 @@ def test_a_stop_reaches_every_rank_once_and_they_stop_together(
     recipe = _recipe(tmp_path, steps=100_000, delay=0.05, extra=", stop_grace: 60s")
     proc = sandbox.popen(recipe)
     try:
-        seen = read_until(proc, "rank 1 of 2", timeout=120)
-        if "rank 0 of 2" not in seen:
-            seen += read_until(proc, "rank 0 of 2", timeout=60)
+        # Rank 0 prints once init_process_group returned: every rank has joined.
+        seen = read_until(proc, "rank 0 of 2", timeout=120)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
@@ -105,7 +113,8 @@ def test_a_stop_reaches_every_rank_once_and_they_stop_together(
             proc.kill()
     out = seen + rest
     assert proc.returncode == 130, out
-    ended = [line for line in out.splitlines() if " ended after step " in line]
+    (log,) = (sandbox.persist / "runs/ddp/logs").glob("attempt-001-*.log")
+    ended = [line for line in log.read_text().splitlines() if " ended after step " in line]
     assert len(ended) == 2, out
     assert all(line.endswith("asked to stop 1 time(s) by torchrun") for line in ended), ended
     assert len({line.split(",")[0].split(" step ")[1] for line in ended}) == 1, ended
@@ -127,7 +136,7 @@ def test_a_second_stop_ends_every_rank_though_torchrun_starts_them_in_sessions_o
     script = tmp_path / "scratch" / "repos" / "ddp" / "ddp.py"
     proc = sandbox.popen(recipe)
     try:
-        read_until(proc, "rank 1 of 2", timeout=120)
+        read_until(proc, "rank 0 of 2", timeout=120)
         proc.send_signal(signal.SIGINT)
         time.sleep(1)
         proc.send_signal(signal.SIGINT)  # the second Stop: no more grace
@@ -142,3 +151,154 @@ def test_a_second_stop_ends_every_rank_though_torchrun_starts_them_in_sessions_o
     for pid in left:  # do not leave them to the next test
         os.kill(pid, signal.SIGKILL)
     assert not left, f"ranks still running after the tool ended: {left}"
+
+
+# -- the Checkpointer and loop mode under two ranks -----------------------------------------
+
+DDP_LOOP = """\
+import os, sys, time
+
+import torch
+import torch.distributed as dist
+
+
+def setup(steps):
+    dist.init_process_group("gloo")
+    torch.manual_seed(0)  # DDP also broadcasts rank 0's weights
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 1))
+    return {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.05)}
+
+
+def epoch(epoch, model, optimizer, steps, delay):
+    rank = dist.get_rank()
+    for step in range(steps):
+        # Each rank's data from (epoch, step, rank): the checkpoint holds rank 0's RNG state
+        data = torch.Generator().manual_seed(1000 * epoch + 10 * step + rank)
+        x = torch.randn(16, 8, generator=data)
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()  # gradients all-reduced over the ranks
+        optimizer.step()
+        time.sleep(delay)
+    print(f"epoch {epoch} trained on rank {rank}", flush=True)
+
+
+def train(checkpoint, steps, stop_rank_1_at):
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    start = checkpoint.restore(model=model, optimizer=optimizer)
+    print(f"rank {rank} starts at step {start}", flush=True)
+    for step in range(start, steps):
+        if rank == 1 and step == stop_rank_1_at:
+            os.kill(os.getpid(), 2)  # a stop only rank 1 is told of
+            time.sleep(0.2)  # the handler has run by now
+        x = torch.ones(4, 8) * (rank + 1)
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+        checkpoint.save(step, model=model, optimizer=optimizer)
+        if checkpoint.should_stop:  # every rank must agree, or one waits in backward forever
+            print(f"rank {rank} stops after step {step}", flush=True)
+            return
+        time.sleep(0.02)
+    print(f"rank {rank} finished", flush=True)
+"""
+
+
+def _loop_recipe(tmp_path: Path, name: str, epochs: int, delay: float) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    (repo / "ddp_loop.py").write_text(DDP_LOOP)
+    return write_recipe(
+        tmp_path / f"{name}.yaml",
+        f"name: {name}\nrepo: {{url: '{repo}'}}\ninstall: {{requirements: []}}\n"
+        f"run: {{callable: 'ddp_loop:epoch', setup: 'ddp_loop:setup', epochs: {epochs},"
+        f" kwargs: {{steps: 20, delay: {delay}}}, launcher: torchrun, nproc: 2,"
+        " checkpoints: '{ckpt}', restarts: 0, stop_grace: 60s}\n",
+    )
+
+
+def _weights(path: Path) -> dict[str, object]:
+    import torch
+
+    return torch.load(path, weights_only=True)["objects"]["model"]
+
+
+def _kill_everything_under(proc: subprocess.Popen[str]) -> None:
+    """A lost VM: the tool, torchrun and every rank die at once, none of them told."""
+    tree = {proc.pid}
+    for _ in range(5):  # ranks are grandchildren, in sessions of their own
+        tree |= {pid for pid, ppid, _, _ in processes() if ppid in tree}
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_loop_mode_under_two_ranks_killed_mid_epoch_resumes_to_the_same_weights(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    import torch
+
+    epochs = 5
+    baseline = sandbox.cli(_loop_recipe(tmp_path, "whole", epochs, delay=0), timeout=300)
+    assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    whole = sandbox.persist / "runs/whole/checkpoints"
+    last = f"step-{epochs - 1:09d}.pt"
+
+    recipe = _loop_recipe(tmp_path, "killed", epochs, delay=0.05)
+    killed = sandbox.persist / "runs/killed/checkpoints"
+    proc = sandbox.popen(recipe)
+    try:
+        read_until(proc, "epoch 1 trained on rank 0", timeout=240)
+        end = time.monotonic() + 60  # epoch 1's checkpoint on persist, epoch 2 under way
+        while not (killed / "step-000000001.pt").exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert (killed / "step-000000001.pt").exists()
+        time.sleep(0.3)
+        assert not (killed / "step-000000002.pt").exists()  # killed mid-epoch 2
+        _kill_everything_under(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    shutil.rmtree(sandbox.scratch)  # a new VM
+
+    resumed = sandbox.cli(recipe, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming at epoch 2" in resumed.stdout
+    assert "epoch 1 trained" not in resumed.stdout
+    # Bit for bit what the uninterrupted two-rank run trained.
+    ours, theirs = _weights(killed / last), _weights(whole / last)
+    assert set(ours) == set(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # type: ignore[arg-type]
+
+
+def test_a_callable_whose_rank_1_alone_is_asked_to_stop_stops_every_rank_at_its_step(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Checkpointer.should_stop agrees across ranks: rank 1 alone gets SIGINT, both ranks
+    stop after the same step (without agreement rank 0 trains on and waits in backward for a
+    rank that left), and the next run restores that step on both ranks."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "ddp_loop.py").write_text(DDP_LOOP)
+    recipe = write_recipe(
+        tmp_path / "stop.yaml",
+        f"name: stop\nrepo: {{url: '{repo}'}}\ninstall: {{requirements: []}}\n"
+        "run: {callable: 'ddp_loop:train', kwargs: {steps: 30, stop_rank_1_at: 6},"
+        " launcher: torchrun, nproc: 2, checkpoints: '{ckpt}', restarts: 0}\n",
+    )
+    first = sandbox.cli(recipe, timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (log,) = (sandbox.persist / "runs/stop/logs").glob("attempt-001-*.log")
+    lines = log.read_text().splitlines()
+    assert "[rank 0] rank 0 stops after step 6" in lines, lines
+    assert "[rank 1] rank 1 stops after step 6" in lines, lines
+    second = sandbox.cli(recipe, "--extend", timeout=240)
+    assert second.returncode == 0, second.stdout + second.stderr
+    (log,) = (sandbox.persist / "runs/stop/logs").glob("attempt-002-*.log")
+    lines = log.read_text().splitlines()
+    for rank in (0, 1):
+        assert f"[rank {rank}] rank {rank} starts at step 7" in lines, lines

@@ -45,13 +45,20 @@ _PR_SET_PDEATHSIG = 1
 def build_command(plan: Plan, resume: Sequence[str], python: str = sys.executable) -> list[str]:
     run = plan.recipe.run
     kind, entry = run.entry_kind, plan.entry
-    start = [python, *torchrun_options(plan)] if run.launcher == "torchrun" else [python]
+    if run.launcher == "torchrun":
+        # Each rank runs the training through a wrapper that marks its output with its rank.
+        start = [python, *torchrun_options(plan), "-m", "bootstrap.training.ranked"]
+        if kind == "script":
+            return [*start, "script", str(plan.work_dir / entry), *plan.args, *resume]
+        if kind == "module":
+            return [*start, "module", entry, *plan.args, *resume]
+        return [*start, "child"]
     if kind == "script":
-        return [*start, str(plan.work_dir / entry), *plan.args, *resume]
+        return [python, str(plan.work_dir / entry), *plan.args, *resume]
     if kind == "module":
-        return [*start, "-m", entry, *plan.args, *resume]
+        return [python, "-m", entry, *plan.args, *resume]
     # callable and loop mode: a small runner inside the package imports and calls it.
-    return [*start, "-m", "bootstrap.training.child"]
+    return [python, "-m", "bootstrap.training.child"]
 
 
 def torchrun_options(plan: Plan) -> list[str]:

@@ -44,6 +44,7 @@ from bootstrap.runner.launch import (
     child_environment,
     describe_exit,
 )
+from bootstrap.runner.ranks import RankZeroConsole
 from bootstrap.runner.state import (
     INTERRUPTED,
     PAUSED,
@@ -257,7 +258,7 @@ class Supervisor:
             cwd=self.plan.work_dir,
             env=child_environment(self.plan, self.environ),
             log_path=log_path,
-            output=self.output,
+            output=self._console(),
             on_terminal=self.plan.recipe.run.stdin == "terminal",
         )
         try:
@@ -268,6 +269,13 @@ class Supervisor:
         record.exit_code = code
         self.state.save(self.plan.state_file)
         return code
+
+    def _console(self) -> Callable[[bytes], None]:
+        """Where the training's output is shown: under torchrun, rank 0's only (the attempt
+        log keeps every rank's, each line marked with its rank)."""
+        if self.plan.recipe.run.launcher == "torchrun":
+            return RankZeroConsole(self.output)
+        return self.output
 
     def _watch(self, proc: TrainingProcess) -> int:
         while (code := proc.wait(_POLL)) is None:

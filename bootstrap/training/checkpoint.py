@@ -62,12 +62,32 @@ def list_generations(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def _is_writer() -> bool:
-    """Only global rank 0 writes when torch.distributed is initialised."""
+def _process_group() -> Any:
+    """``torch.distributed`` when its default process group is up (under torchrun), else
+    None."""
     dist = getattr(torch, "distributed", None)
     if dist is not None and dist.is_available() and dist.is_initialized():
-        return bool(dist.get_rank() == 0)
-    return True
+        return dist
+    return None
+
+
+def _is_writer() -> bool:
+    """Only global rank 0 writes when torch.distributed is initialised."""
+    dist = _process_group()
+    return dist is None or bool(dist.get_rank() == 0)
+
+
+def _across_ranks(values: list[int], dist: Any) -> tuple[list[int], list[int]]:
+    """The element-wise (max, min) of ``values`` over every rank: a collective, which every
+    rank must call at the same point. NCCL reduces CUDA tensors only; other backends take CPU
+    ones."""
+    device = "cpu"
+    if dist.get_backend() == "nccl":
+        device = f"cuda:{torch.cuda.current_device()}"
+    both = torch.tensor([*values, *(-v for v in values)], dtype=torch.int64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    found = [int(v) for v in both.tolist()]
+    return found[: len(values)], [-v for v in found[len(values) :]]
 
 
 class Checkpointer:
@@ -95,6 +115,7 @@ class Checkpointer:
         self.deadline = deadline
         self._clock = clock
         self._stop_signal: str | None = None
+        self._stop_agreed = False  # every rank agreed to stop (under torch.distributed)
         self._handlers_installed = False
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -121,11 +142,24 @@ class Checkpointer:
 
         The first access installs the signal handlers (main thread only), so a loop that
         checks ``should_stop`` gets to save and return instead of dying mid-epoch.
+
+        Under torch.distributed (torchrun) the ranks agree: it is True on every rank as soon
+        as one of them was asked to stop, so they all stop at the same step and none is left
+        waiting in a collective for the others. That makes it a collective itself: read it on
+        every rank at the same point of the loop, as the loss is all-reduced.
         """
         self.install_signal_handlers()
-        if self._stop_signal is not None:
+        asked = self._stop_signal is not None or (
+            self.deadline is not None and self._clock() >= self.deadline
+        )
+        if self._stop_agreed:
             return True
-        return self.deadline is not None and self._clock() >= self.deadline
+        dist = _process_group()
+        if dist is None:
+            return asked
+        (anyone,), _ = _across_ranks([int(asked)], dist)
+        self._stop_agreed = bool(anyone)
+        return self._stop_agreed
 
     def install_signal_handlers(self) -> None:
         if self._handlers_installed or threading.current_thread() is not threading.main_thread():
@@ -287,6 +321,7 @@ class Checkpointer:
         """
         self.wait()
         found = self.load_newest()
+        self._check_ranks_agree(None if found is None else found[0])
         if found is None:
             return 0
         step, path, state = found
@@ -301,6 +336,23 @@ class Checkpointer:
         restore_rng(state.get("rng", {}))
         log.info("restored step %d from %s", step, path)
         return step + 1
+
+    def _check_ranks_agree(self, step: int | None) -> None:
+        """Under torch.distributed every rank restores, and they must all find the same
+        generation: a rank that resumed elsewhere would train different weights in lockstep
+        with the others (a folder on each node's own disk, say, where only node 0 saves)."""
+        dist = _process_group()
+        if dist is None:
+            return
+        (highest,), (lowest,) = _across_ranks([-1 if step is None else step], dist)
+        if highest != lowest:
+            found = "nothing" if step is None else f"step {step}"
+            raise RuntimeError(
+                f"the ranks restored different checkpoints from {self.folder}: steps from "
+                f"{_step_text(lowest)} to {_step_text(highest)} (rank {dist.get_rank()} found "
+                f"{found}). Every rank must read the checkpoints rank 0 writes: give "
+                "Checkpointer a folder that all ranks share"
+            )
 
     def load_newest(self) -> tuple[int, Path, dict[str, Any]] | None:
         """The newest generation that loads: (step, path, payload), or None."""
@@ -340,6 +392,10 @@ def _stateful(name: str, obj: Any) -> Any:
         "any object with state_dict()/load_state_dict(); keep plain values (a step, a best "
         "loss) in such an object"
     )
+
+
+def _step_text(step: int) -> str:
+    return "none" if step < 0 else str(step)
 
 
 def _checked_step(step: Any) -> int:
