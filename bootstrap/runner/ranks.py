@@ -3,7 +3,8 @@
 Each rank writes its lines marked ``[rank N] `` (``bootstrap.training.ranked``); the attempt
 log keeps them all, marked. The console gets rank 0's text with its mark taken off, torchrun's
 own unmarked lines (its errors), and nothing of the other ranks, which mostly repeat rank 0's
-lines and would double every progress bar.
+lines and would double every progress bar. Once the tool asked torchrun to stop, torchrun's own
+lines (its shutdown, the traceback of the signal) go to the log only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ class RankZeroConsole:
         self._held = b""  # the start of a segment that may be a mark cut by the chunking
         self._at_segment_start = True
         self._shown = True  # whether the current segment is shown
+        self._launcher_shown = True
+
+    def hide_launcher(self) -> None:
+        """From now on torchrun's own lines go to the log only: once the tool has asked it to
+        stop, it prints its shutdown and the traceback of the signal it was sent, which read
+        like a crash."""
+        self._launcher_shown = False
 
     def __call__(self, chunk: bytes) -> None:
         data, self._held = self._held + chunk, b""
@@ -36,7 +44,7 @@ class RankZeroConsole:
                 if mark is None and len(rest) < _LONGEST_MARK and _cut_mark(rest):
                     self._held = data[position:]  # wait for the rest of what may be a mark
                     break
-                self._shown = mark is None or mark.group(1) == b"0"
+                self._shown = mark.group(1) == b"0" if mark else self._launcher_shown
                 if mark is not None:
                     position = mark.end()
             end = _segment_end(data, position)

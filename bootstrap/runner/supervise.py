@@ -99,6 +99,7 @@ class Supervisor:
         self.rerun = rerun
         self.state = state
         self.output = output
+        self._sink: Callable[[bytes], None] = output  # the current attempt's console
         self.progress = progress  # for the final mirror pass, which the user waits for
         self.python = python
         self.environ = dict(os.environ if environ is None else environ)
@@ -253,12 +254,13 @@ class Supervisor:
         else:
             log.info("attempt %d: starting", number)
         log.debug("argv: %s", argv)
+        self._sink = self._console()
         proc = TrainingProcess(
             argv,
             cwd=self.plan.work_dir,
             env=child_environment(self.plan, self.environ),
             log_path=log_path,
-            output=self._console(),
+            output=self._sink,
             on_terminal=self.plan.recipe.run.stdin == "terminal",
         )
         try:
@@ -291,6 +293,8 @@ class Supervisor:
         grace = self.plan.recipe.run.stop_grace
         if self.plan.recipe.run.launcher == "torchrun":
             proc.signal_leader(signal.SIGINT)  # torchrun asks each rank once
+            if isinstance(self._sink, RankZeroConsole):
+                self._sink.hide_launcher()
         else:
             proc.signal(signal.SIGINT)
         end = time.monotonic() + grace
