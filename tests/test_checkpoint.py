@@ -451,3 +451,40 @@ def test_a_failed_background_write_is_logged_at_once(
     assert "background checkpoint write of step-000000001.pt failed" in caplog.text
     with pytest.raises(RuntimeError):
         ckpt.close()
+
+
+def _restore_on_rank(rank: int, store: str, folders: list[str], errors: Any) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        Checkpointer(folders[rank]).restore(model=torch.nn.Linear(2, 1))
+        errors.put((rank, None))
+    except RuntimeError as error:
+        errors.put((rank, str(error)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_that_find_different_checkpoints_refuse_to_train_on(tmp_path: Path) -> None:
+    """Two gloo ranks, rank 0's folder with a generation, rank 1's empty (a folder on each
+    node's own disk): restore raises on both, naming the steps, instead of training on from
+    different weights."""
+    import torch.multiprocessing as mp
+
+    shared, own = tmp_path / "rank0", tmp_path / "rank1"
+    Checkpointer(shared).save(4, model=torch.nn.Linear(2, 1))
+    context = mp.get_context("spawn")
+    errors = context.Queue()
+    args = (str(tmp_path / "store"), [str(shared), str(own)], errors)
+    workers = [context.Process(target=_restore_on_rank, args=(r, *args)) for r in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    found = dict(errors.get(timeout=5) for _ in workers)
+    for rank in (0, 1):
+        assert found[rank] is not None, found
+        assert "the ranks restored different checkpoints" in found[rank]
+        assert "steps from none to 4" in found[rank]
+    assert "rank 1 found nothing" in found[1] and "rank 0 found step 4" in found[0]
