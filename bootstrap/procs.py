@@ -6,9 +6,14 @@ signal to our child's process group: torchrun's ranks, git's remote helpers.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
 from pathlib import Path
 
-__all__ = ["children", "descendants"]
+__all__ = ["children", "descendants", "die_with_parent"]
+
+_PR_SET_PDEATHSIG = 1
 
 
 def children(parent: int) -> set[int]:
@@ -43,3 +48,14 @@ def _parents() -> dict[int, int]:
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
         parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
     return parents
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; nothing elsewhere).
+
+    For a child the tool starts (as its preexec_fn) and for each torchrun rank, which torchrun
+    starts in a session of its own and does not end when it is killed itself: a training
+    outliving the tool would hold the GPU with nobody to stop it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

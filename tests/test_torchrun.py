@@ -125,7 +125,12 @@ def test_a_stop_reaches_every_rank_once_and_they_stop_together(
 
 
 def _ranks_running(script: Path) -> list[int]:
-    return [pid for pid, _, _, argv in processes() if str(script).encode() in argv]
+    """The ranks running ``script`` (torchrun's own command line names it too)."""
+    return [
+        pid
+        for pid, _, _, argv in processes()
+        if str(script).encode() in argv and b"torch.distributed.run" not in argv
+    ]
 
 
 def test_a_second_stop_ends_every_rank_though_torchrun_starts_them_in_sessions_of_their_own(
@@ -305,3 +310,28 @@ def test_a_callable_whose_rank_1_alone_is_asked_to_stop_stops_every_rank_at_its_
     lines = log.read_text().splitlines()
     for rank in (0, 1):
         assert f"[rank {rank}] rank {rank} starts at step 7" in lines, lines
+
+
+def test_ranks_die_with_the_tool_though_torchrun_starts_them_in_sessions_of_their_own(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The tool killed outright (the cell's process killed): torchrun dies with it
+    (PR_SET_PDEATHSIG), and so must every rank, or they train on holding the GPU."""
+    recipe = _recipe(tmp_path, steps=100_000, delay=0.05, extra=", stop_grace: 600s")
+    script = tmp_path / "scratch" / "repos" / "ddp" / "ddp.py"
+    proc = sandbox.popen(recipe)
+    try:
+        read_until(proc, "rank 0 of 2", timeout=120)
+        assert len(_ranks_running(script)) == 2
+        os.kill(proc.pid, signal.SIGKILL)  # the tool alone
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    end = time.monotonic() + 10
+    while _ranks_running(script) and time.monotonic() < end:
+        time.sleep(0.1)
+    left = _ranks_running(script)
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"ranks still running after the tool was killed: {left}"

@@ -13,7 +13,6 @@ queue: when persist is slow or failing, log lines are dropped, never the trainin
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import logging
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bootstrap.plan import Plan
-from bootstrap.procs import descendants
+from bootstrap.procs import descendants, die_with_parent
 
 if TYPE_CHECKING:
     from bootstrap.runner.terminal import InputForwarder, Terminal
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OutputSink = Callable[[bytes], None]
-_PR_SET_PDEATHSIG = 1
 
 
 def build_command(plan: Plan, resume: Sequence[str], python: str = sys.executable) -> list[str]:
@@ -128,12 +126,6 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class LogWriter:
@@ -305,7 +297,7 @@ class TrainingProcess:
             # one stream, in the order written: the same pty, or the stdout pipe
             stderr=stdout if stdout != subprocess.PIPE else subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
 
     def _pump(self) -> None:

@@ -143,6 +143,12 @@ def _run(argv: Sequence[str]) -> None:
 
 
 def main() -> None:
+    if sys.platform == "linux":
+        from bootstrap.procs import die_with_parent
+
+        die_with_parent()  # with torchrun, which the tool's own child dies with
+        if os.getppid() == 1:  # torchrun died before that took hold: we are init's now
+            sys.exit(1)
     rank = os.environ.get("RANK", "0")
     output = RankOutput(int(rank) if rank.isdigit() else 0)
     atexit.register(output.close)
