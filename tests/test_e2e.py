@@ -347,3 +347,27 @@ def test_persist_failing_for_a_while_does_not_stop_training(sandbox: Sandbox, de
     assert mirrored == [f"epoch-{i:03d}.pt" for i in range(12)]
     for path in mirror.glob("*.pt"):
         assert torch.load(path, weights_only=True)["epoch"] >= 0  # complete, loadable
+
+
+def test_the_training_finds_this_package_but_none_of_its_modules_as_top_level_names(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The folder holding the package goes on the training's PYTHONPATH (a source checkout
+    run without installing), not the package's own folder: that one would make `data`,
+    `repo`, `init` ... importable as top-level modules, shadowing a repo's own."""
+    repo = tmp_path / "probe"
+    repo.mkdir()
+    (repo / "train.py").write_text(
+        "import os\nprint('PATH=' + os.environ['PYTHONPATH'], flush=True)\n"
+    )
+    recipe = write_recipe(
+        tmp_path / "probe.yaml",
+        f"name: probe\nrepo: {{url: '{repo}'}}\ninstall: {{requirements: []}}\n"
+        "run: {script: train.py}\n",
+    )
+    result = sandbox.cli(recipe)
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("PATH=")]
+    entries = [Path(p) for p in line[len("PATH=") :].split(os.pathsep)]
+    assert (entries[-1] / "bootstrap" / "__init__.py").is_file()
+    assert not any((p / "runner" / "launch.py").is_file() for p in entries), entries

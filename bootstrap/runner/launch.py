@@ -89,7 +89,7 @@ def child_environment(plan: Plan, base: Mapping[str, str]) -> dict[str, str]:
     # {repo} first, as the recipe promises; the folder holding this package last, so that
     # `python -m bootstrap.training.child` and `from bootstrap import Checkpointer` work even
     # when the tool runs from a source checkout, without shadowing anything the training imports.
-    own = str(Path(__file__).resolve().parent.parent)
+    own = str(Path(__file__).resolve().parents[2])
     parts = [str(plan.work_dir), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(parts + ([own] if own not in parts else []))
     env["BOOTSTRAP_RUN_DIR"] = str(plan.run_dir)
