@@ -1,7 +1,8 @@
 """colab-bootstrap: from a YAML recipe to a supervised, resumable training run.
 
 Command line: ``python -m bootstrap recipe.yaml``. From Python: ``bootstrap.run(recipe)``, or
-``bootstrap.prepare(recipe)`` to set up in a notebook kernel and train there. Importing the
+``bootstrap.prepare(recipe)`` to set up in a notebook kernel and train there; no recipe yet:
+``python -m bootstrap init URL`` (``bootstrap.init_recipe(url)``) writes one. Importing the
 package does nothing else: names are loaded on first use (torch only with ``Checkpointer``).
 """
 
@@ -20,10 +21,12 @@ _LAZY = {
     "Checkpointer": "bootstrap.training.checkpoint",
     "prepare": "bootstrap.notebook",
     "run": "bootstrap.notebook",
+    "init_recipe": "bootstrap.init.command",
 }
 
 if TYPE_CHECKING:
     from bootstrap.errors import BootstrapError, ExitCode
+    from bootstrap.init.command import init_recipe
     from bootstrap.notebook import prepare, run
     from bootstrap.options import Options
     from bootstrap.recipe.load import load_recipe
@@ -45,6 +48,7 @@ __all__ = [
     "Checkpointer",
     "ExitCode",
     "Options",
+    "init_recipe",
     "load_recipe",
     "prepare",
     "run",

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bootstrap.errors import BootstrapError, ExitCode, RecipeError
+from bootstrap.errors import BootstrapError, ExitCode, RecipeError, UsageError
 
 if TYPE_CHECKING:  # imported lazily below so that --help starts fast
+    from bootstrap.options import Options
     from bootstrap.plan import Plan
     from bootstrap.runner.supervise import Outcome
     from bootstrap.ui import ConsoleReporter
@@ -25,6 +26,8 @@ if TYPE_CHECKING:  # imported lazily below so that --help starts fast
 log = logging.getLogger("bootstrap")
 
 EPILOG = """\
+no recipe yet? `python -m bootstrap init URL` reads a repo and writes one (init --help).
+
 exit codes: 0 finished · 2 recipe or usage error · 3 a setup step failed ·
 4 training failed after its restarts · 5 stopped at the time limit (resumable) ·
 130 interrupted (resumable). Re-running the same command continues a stopped run.
@@ -41,7 +44,8 @@ RECIPE_FIX = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bootstrap",
-        description="Take a training repo from a YAML recipe to a supervised, resumable run.",
+        description="Take a training repo from a YAML recipe to a supervised, resumable run. "
+        "`python -m bootstrap init URL` writes a recipe for a repo.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--persist", metavar="PATH", help="storage that survives the VM")
     parser.add_argument("--scratch", metavar="PATH", help="fast local storage")
+    parser.add_argument(
+        "--resume-from",
+        metavar="PATH",
+        help="a read-only earlier run's persist (e.g. a Kaggle notebook's output attached as "
+        "input): its checkpoints are restored when persist holds none",
+    )
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
         "--fresh",
@@ -83,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the resolved plan and change nothing"
     )
+    cloud = parser.add_argument_group("run on cloud machines, with SkyPilot")
+    cloud.add_argument(
+        "--export",
+        choices=["skypilot"],
+        help="print a SkyPilot task (YAML) that runs this recipe on cloud machines, persist "
+        "on a bucket, instead of running it here",
+    )
+    cloud.add_argument(
+        "--bucket",
+        metavar="NAME",
+        help="the bucket that holds persist: a name (made when missing) or a URI, gs://NAME",
+    )
+    cloud.add_argument(
+        "--accelerators",
+        metavar="GPU[:N]",
+        help="GPUs per machine, e.g. A100:8 (default: T4, one per torchrun process)",
+    )
+    cloud.add_argument(
+        "--nodes", type=int, default=1, metavar="N", help="machines (run.launcher: torchrun)"
+    )
+    cloud.add_argument("--spot", action="store_true", help="spot (preemptible) machines")
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument(
         "-q", "--quiet", action="store_true", help="the training's output, warnings and the outcome"
@@ -118,7 +149,12 @@ def _add_debug_log(run_dir: Path) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["init"]:  # a command of its own: write a recipe from a repo URL
+        from bootstrap.init.cli import main as init_main
+
+        return init_main(words[1:])
+    args = build_parser().parse_args(words)
 
     from bootstrap.options import Options
     from bootstrap.runner.pipeline import execute, make_plan
@@ -133,11 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets=tuple(args.sets),
         persist=args.persist,
         scratch=args.scratch,
+        resume_from=args.resume_from,
         fresh=args.fresh,
         extend=args.extend,
     )
     debug_log: Path | None = None
     try:
+        # Before make_plan: the recipe runs on the cloud machines, so this one's GPU and
+        # Drive are beside the point (gpu: required exports from a laptop).
+        if args.export or _cloud_options(args):
+            return _export(args, options)
         plan = make_plan(options)
         if args.status:
             from bootstrap.runner.status import describe_status
@@ -169,6 +210,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     _print_summary(reporter, plan, outcome)
     return int(outcome.exit_code)
+
+
+def _cloud_options(args: argparse.Namespace) -> bool:
+    return bool(args.bucket or args.accelerators or args.spot or args.nodes != 1)
+
+
+def _export(args: argparse.Namespace, options: Options) -> int:
+    """--export skypilot: print the task that runs the recipe on cloud machines."""
+    if not args.export:
+        raise UsageError(
+            "--bucket, --accelerators, --nodes and --spot describe cloud machines, for "
+            "--export skypilot",
+            hint="add --export skypilot to print the SkyPilot task, or leave them out",
+        )
+    from bootstrap.export.skypilot import SkyPilotChoices, export_skypilot
+
+    choices = SkyPilotChoices(
+        bucket=args.bucket, accelerators=args.accelerators, nodes=args.nodes, spot=args.spot
+    )
+    sys.stdout.write(export_skypilot(options, choices))
+    return int(ExitCode.FINISHED)
 
 
 def _print_error(

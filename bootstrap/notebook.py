@@ -88,6 +88,7 @@ def _options(
     scratch: str | None,
     fresh: bool = False,
     extend: bool = False,
+    resume_from: str | None = None,
 ) -> Options:
     sets = tuple(f"{key}={_as_yaml(value)}" for key, value in (overrides or {}).items())
     return Options(
@@ -99,6 +100,7 @@ def _options(
         scratch=scratch,
         fresh=fresh,
         extend=extend,
+        resume_from=resume_from,
     )
 
 
@@ -115,6 +117,7 @@ def prepare(
     overrides: Mapping[str, Any] | None = None,
     persist: str | None = None,
     scratch: str | None = None,
+    resume_from: str | None = None,
     mount_drive: bool = True,
     mirror: bool = True,
     reporter: Any = None,
@@ -125,7 +128,7 @@ def prepare(
     Calling it again for the same run in this process (a re-run cell) first stops the mirror
     the earlier call started, after its last pass, as ``Prepared.sync`` does.
     """
-    options = _options(recipe, profile, smoke, overrides, persist, scratch)
+    options = _options(recipe, profile, smoke, overrides, persist, scratch, resume_from=resume_from)
     plan = _plan(options, mount_drive)
     _stop_earlier_mirror(plan.run_dir)
     state = RunState.load(plan.state_file, plan.name)
@@ -144,7 +147,7 @@ def prepare(
         run_dir=plan.run_dir,
         repo=plan.work_dir,
         checkpoints=plan.checkpoints,
-        data=[d.dest for d in plan.data],
+        data=[d.folder for d in plan.data],  # a folder read in place is where it is
         commit=state.commit,
         later=later,
     )
@@ -184,14 +187,18 @@ def run(
     scratch: str | None = None,
     fresh: bool = False,
     extend: bool = False,
+    resume_from: str | None = None,
     mount_drive: bool = True,
     reporter: Any = None,
 ) -> Outcome:
     """The whole recipe, training included, like ``python -m bootstrap``; returns the outcome.
-    ``fresh`` and ``extend`` are the command line's ``--fresh`` and ``--extend``."""
+    ``fresh``, ``extend`` and ``resume_from`` are the command line's ``--fresh``, ``--extend``
+    and ``--resume-from``."""
     if fresh and extend:
         raise ValueError("fresh and extend exclude each other: start over, or train on")
-    options = _options(recipe, profile, smoke, overrides, persist, scratch, fresh, extend)
+    options = _options(
+        recipe, profile, smoke, overrides, persist, scratch, fresh, extend, resume_from
+    )
     plan = _plan(options, mount_drive)
     return execute(plan, options, reporter or _default_reporter())
 

@@ -22,3 +22,4 @@ class Options:
     fresh: bool = False
     extend: bool = False  # a finished run trains on from its newest checkpoint
     python: str = sys.executable
+    resume_from: str | None = None  # --resume-from: over storage.resume_from

@@ -28,12 +28,18 @@ log = logging.getLogger(__name__)
 class DataStep:
     index: int
     source: str  # a local path (absolute) or a URL (the stager says which schemes it reads)
-    dest: Path
+    dest: Path  # data[].to: unused when the source is used in place
     sha256: str | None
+    in_place: bool = False  # a folder read where it is (data[].copy), nothing written
 
     @property
     def is_url(self) -> bool:
         return is_url(self.source)
+
+    @property
+    def folder(self) -> Path:
+        """Where the training finds this item's files: ``{dataN}``."""
+        return Path(self.source) if self.in_place else self.dest
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,12 @@ class Plan:
     deadline: float | None  # epoch seconds at which to stop, from run.time_limit
     values: dict[str, str] = field(default_factory=dict)  # the placeholder values
     kept: tuple[Tree, ...] = ()  # run.keep: more folders the mirror keeps (beside checkpoints)
+    time_limit: float | None = None  # run.time_limit, or the host's default (Kaggle)
+    time_limit_origin: str = ""  # "run.time_limit", or which default chose it
+    # storage.resume_from: a read-only folder laid out like persist (an earlier run's output),
+    # restored from when persist holds no checkpoint of this run (runner.kept.restore_source).
+    resume_from: Path | None = None
+    resume_from_origin: str = ""
 
     @property
     def name(self) -> str:
@@ -115,6 +127,11 @@ class Plan:
 
 
 SMOKE_DIR = "smoke"  # under each storage root: where --smoke runs keep everything
+PERSIST_FOLDER = "colab-bootstrap"  # the folder auto persist makes on Drive or in /kaggle/working
+# Kaggle ends a GPU or CPU session 12 hours after it started, without a signal, as Colab
+# recycles a VM. Stopping at 11h30m leaves time for run.stop_grace, the last mirror pass and
+# the notebook's own end (a saved version then writes /kaggle/working as its output).
+KAGGLE_TIME_LIMIT = 11.5 * 3600
 
 
 def default_local_root(kind: str, environ: Mapping[str, str]) -> Path:
@@ -124,7 +141,7 @@ def default_local_root(kind: str, environ: Mapping[str, str]) -> Path:
         base = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
     else:
         base = Path(environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return base / "colab-bootstrap"
+    return base / PERSIST_FOLDER
 
 
 def resolve_plan(
@@ -136,6 +153,7 @@ def resolve_plan(
     smoke: bool = False,
     environ: Mapping[str, str] | None = None,
     now: float | None = None,
+    resume_from: str | None = None,
 ) -> Plan:
     """Every path and value of the run, from the recipe, the host and the command line."""
     env = dict(os.environ if environ is None else environ)
@@ -156,8 +174,20 @@ def resolve_plan(
     repo_url = _expand(repo.url, values, env, "repo.url")
     if not (is_url(repo_url) or is_scp_like(repo_url)):
         repo_url = str(_path(repo_url, base))
+    data = tuple(
+        _data_step(i, item, values, env, base, host, str(recipe.source_path or "recipe"))
+        for i, item in enumerate(recipe.data)
+    )
+    values.update({f"data{step.index}": str(step.folder) for step in data})
     run = recipe.run
-    time_zero = host.boot_time if host.on_colab else (time.time() if now is None else now)
+    # On Colab and Kaggle the machine's own clock runs from the session's start; elsewhere
+    # nothing ends the machine, so the limit counts from this run.
+    on_platform = host.on_colab or host.on_kaggle
+    time_zero = host.boot_time if on_platform else (time.time() if now is None else now)
+    time_limit, time_limit_origin = run.time_limit, "run.time_limit"
+    if time_limit is None and host.on_kaggle:
+        time_limit, time_limit_origin = KAGGLE_TIME_LIMIT, "Kaggle's default"
+    previous, previous_origin = _resume_from(recipe, resume_from, env)
     return Plan(
         recipe=recipe,
         host=host,
@@ -171,7 +201,7 @@ def resolve_plan(
         work_dir=work_dir,
         repo_url=repo_url,
         checkpoints=_path(_expand(run.checkpoints, values, env, "run.checkpoints"), base),
-        data=tuple(_data_step(i, item, values, env, base) for i, item in enumerate(recipe.data)),
+        data=data,
         prepare=tuple(
             _prepare_step(i, step, work_dir, values, env) for i, step in enumerate(run.prepare)
         ),
@@ -183,10 +213,29 @@ def resolve_plan(
         ),
         kwargs=_expand_tree(dict(run.kwargs), values, env, "run.kwargs"),
         env={k: _expand(v, values, env, f"run.env.{k}") for k, v in run.env.items()},
-        deadline=time_zero + run.time_limit if run.time_limit is not None else None,
+        deadline=time_zero + time_limit if time_limit is not None else None,
         values=values,
         kept=_kept_trees(run.keep, run.exclude, roots, work_dir, values, env, base),
+        time_limit=time_limit,
+        time_limit_origin=time_limit_origin if time_limit is not None else "",
+        resume_from=previous,
+        resume_from_origin=previous_origin,
     )
+
+
+def _resume_from(
+    recipe: Recipe, cli_value: str | None, env: Mapping[str, str]
+) -> tuple[Path | None, str]:
+    """storage.resume_from: the command line, then the environment, then the recipe."""
+    for value, origin in (
+        (cli_value, "--resume-from"),
+        (env.get("BOOTSTRAP_RESUME_FROM"), "BOOTSTRAP_RESUME_FROM"),
+        (recipe.storage.resume_from, "storage.resume_from"),
+    ):
+        if value:
+            text = _expand(value, {}, env, "storage.resume_from")
+            return _path(text, recipe.base_dir), origin
+    return None, ""
 
 
 def _kept_trees(
@@ -288,14 +337,44 @@ def _storage_roots(
 
 
 def _data_step(
-    index: int, item: DataItem, values: Mapping[str, str], env: Mapping[str, str], base: Path
+    index: int,
+    item: DataItem,
+    values: Mapping[str, str],
+    env: Mapping[str, str],
+    base: Path,
+    host: Host,
+    recipe_name: str,
 ) -> DataStep:
-    source = _expand(item.source, values, env, f"data[{index}].source")
+    key = f"data[{index}]"
+    source = _expand(item.source, values, env, f"{key}.source")
+    if not is_url(source):
+        source = str(_path(source, base))
+    if item.copy is False and is_url(source):
+        raise RecipeError(
+            [
+                Problem(
+                    recipe_name,
+                    None,
+                    f"{key}.copy",
+                    "copy: false reads a folder where it is, but the source is a URL: "
+                    "remove copy: false to download it",
+                )
+            ]
+        )
+    # auto: a folder among Kaggle's inputs is read where it is. They are read-only and
+    # already on the machine; a copy would cost time and scratch space for nothing.
+    in_place = item.copy is False or (
+        item.copy == "auto"
+        and not is_url(source)
+        and host.in_kaggle_input(Path(source))
+        and os.path.isdir(source)
+    )
     return DataStep(
         index=index,
-        source=source if is_url(source) else str(_path(source, base)),
-        dest=_path(_expand(item.to, values, env, f"data[{index}].to"), base),
+        source=source,
+        dest=_path(_expand(item.to, values, env, f"{key}.to"), base),
         sha256=item.sha256,
+        in_place=in_place,
     )
 
 
@@ -334,6 +413,16 @@ def _storage_root(
         if value and value != "auto":
             return _path(_expand(value, {}, env, f"storage.{kind}"), base), origin
     # auto
+    if host.on_kaggle:
+        # /kaggle/working is what a saved version keeps (and "Files" persistence carries to
+        # the next session), but only 20 GB of it: the clone, the data and the checkpoints as
+        # written go to local disk outside it, the folder Kaggle's template names for that.
+        if kind == "scratch":
+            return host.kaggle_temp, "auto (Kaggle local disk, not saved)"
+        return (
+            host.kaggle_working / PERSIST_FOLDER,
+            "auto (Kaggle /kaggle/working, saved as output)",
+        )
     if host.on_colab and not smoke:
         if kind == "scratch":
             return host.content_dir, "auto (Colab local disk)"
@@ -344,7 +433,7 @@ def _storage_root(
                 hint=f"run `{DRIVE_MOUNT_CELL}` in a notebook cell first, "
                 f"or pass --persist PATH to keep the run state elsewhere",
             )
-        return host.drive_root / "colab-bootstrap", "auto (Google Drive)"
+        return host.drive_root / PERSIST_FOLDER, "auto (Google Drive)"
     return default_local_root(kind, env), "auto (local folder)"
 
 

@@ -149,6 +149,7 @@ def sandbox_env(persist: Path, scratch: Path) -> dict[str, str]:
         BOOTSTRAP_PERSIST=str(persist),
         BOOTSTRAP_SCRATCH=str(scratch),
         BOOTSTRAP_COLAB="0",
+        BOOTSTRAP_KAGGLE="0",  # the suite run inside a Kaggle notebook is still a laptop
         BOOTSTRAP_GPU="0",
         BOOTSTRAP_MIRROR_INTERVAL="0.5",
         PYTHONPATH=str(ROOT),

@@ -53,7 +53,8 @@ def test_expand(text: str, expected: str) -> None:
         (
             "{foo}",
             "unknown placeholder {foo}; known: {persist}, {scratch}, {run}, {repo}, "
-            "{ckpt}, {name} ({checkpoint} in run.resume only)",
+            "{ckpt}, {name}, {data0} {data1} ... (each data item's folder) "
+            "({checkpoint} in run.resume only)",
         ),
         ("{scrtch}", "unknown placeholder {scrtch}; did you mean {scratch}?"),
         ("{checkpoint}", "placeholder {checkpoint} has no value here"),

@@ -216,7 +216,7 @@ BAD = [
     ),
     pytest.param(
         MINIMAL + "storage: {bucket: x}\n",
-        "r.yaml:6: storage.bucket: unknown key 'bucket'; valid keys: persist, scratch",
+        "r.yaml:6: storage.bucket: unknown key 'bucket'; valid keys: persist, scratch, resume_from",
         id="unknown-key-far",
     ),
     pytest.param(
@@ -254,7 +254,8 @@ BAD = [
     pytest.param(
         MINIMAL + '  args: ["{foo}"]\n',
         "r.yaml:6: run.args[0]: unknown placeholder {foo}; known: {persist}, {scratch}, {run}, "
-        "{repo}, {ckpt}, {name} ({checkpoint} in run.resume only)",
+        "{repo}, {ckpt}, {name}, {data0} {data1} ... (each data item's folder) "
+        "({checkpoint} in run.resume only)",
         id="unknown-placeholder",
     ),
     pytest.param(

@@ -62,7 +62,7 @@ def inspect_source(source: str, expected: str | None, dest: Path) -> Origin:
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise _missing(path) from None
+        raise missing_source(path) from None
     except OSError as exc:
         raise DataError(f"cannot read data source {path}: {exc}", hint=os_hint(exc)) from exc
     if not stat.S_ISDIR(info.st_mode):
@@ -83,7 +83,8 @@ def inspect_source(source: str, expected: str | None, dest: Path) -> Origin:
     return Origin("dir", path, path, fingerprint["bytes"], {"folder": path, **fingerprint})
 
 
-def _missing(path: str) -> DataError:
+def missing_source(path: str) -> DataError:
+    """The error for a local source that is not there, with the likely fix."""
     parent, name = os.path.split(path)
     hint = "check data[].source in the recipe"
     if os.path.isdir(parent):
@@ -94,6 +95,8 @@ def _missing(path: str) -> DataError:
         hint += f"; the folder {parent} does not exist either"
     if "/drive/" in path.lower() or "mydrive" in path.lower():
         hint = "is Google Drive mounted (drive.mount('/content/drive') in a cell)? " + hint
+    elif "/kaggle/input/" in path:
+        hint = "is the data set attached to the notebook (Add Input, in the side panel)? " + hint
     return DataError(f"data source {path} does not exist", hint=hint)
 
 

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +45,20 @@ from bootstrap.data.landing import (
     space_problem,
     work_folder,
 )
-from bootstrap.data.sources import SUPPORTED, Origin, SourceReader, inspect_source, open_source
+from bootstrap.data.sources import (
+    SUPPORTED,
+    Origin,
+    SourceReader,
+    inspect_source,
+    missing_source,
+    open_source,
+)
 from bootstrap.errors import DataError
 from bootstrap.fsutil import Marker, read_json
 from bootstrap.progress import ProgressFactory, no_progress
 from bootstrap.values import sha256_digest
 
-__all__ = ["StageResult", "stage_data"]
+__all__ = ["StageResult", "stage_data", "use_in_place"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +150,39 @@ def stage_data(
     )
     log.debug("staged %d files (%d bytes) in %.1f s", stats.files, stats.bytes, seconds)
     return StageResult(origin.display, target, False, stats.files, stats.bytes, seconds)
+
+
+def use_in_place(
+    source: str | os.PathLike[str], *, sha256: str | None = None, label: str = "data[]"
+) -> StageResult:
+    """Check that ``source`` is a folder the training can read where it is (``data[].copy``
+    false, or a folder among Kaggle's inputs): nothing is copied, and nothing is written,
+    neither there (it may be read-only) nor anywhere else, so no marker either."""
+    started = time.monotonic()
+    path = os.path.abspath(os.path.expanduser(os.fspath(source)))
+    if sha256 is not None:
+        raise DataError(
+            f"{label}.sha256 is given, but {label} reads the folder {path} where it is",
+            hint=f"sha256 checks an archive or a download; remove {label}.sha256",
+        )
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise missing_source(path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read data source {path}: {exc}", hint=os_hint(exc)) from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise DataError(
+            f"{label}.copy is false, which reads a folder where it is, but {path} is a file",
+            hint=f"remove {label}.copy (or set it to true) to extract or copy it into {label}.to",
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DataError(
+            f"data source {path} is a folder this user cannot read",
+            hint="check its permissions, or point data[].source at a readable folder",
+        )
+    log.debug("%s is used in place", path)
+    return StageResult(path, Path(path), True, 0, 0, time.monotonic() - started)
 
 
 def _expected_sha256(value: str | None) -> str | None:

@@ -89,8 +89,9 @@ class _Snapshot:
 
     def _copy_in_kernel(self) -> Iterator[int]:
         """Copy with sendfile: the bytes never enter Python, so the snapshot keeps its pace
-        while the training and the upload share the CPUs (3x faster than reads and writes
-        here under that load), which is what lets it fit between two saves."""
+        while the training and the upload share the CPUs. In the lag benchmark's 200 MB file
+        saved every 0.3 s, snapshots by reads and writes were overtaken by the next save three
+        times in a row; by sendfile the first try got through."""
         source, out = self._reader.fileno(), self._out.fileno()
         offset = 0
         while sent := os.sendfile(out, source, offset, _KERNEL_CHUNK):

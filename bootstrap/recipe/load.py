@@ -31,9 +31,10 @@ from bootstrap.recipe.models import (
     entry_problems,
 )
 from bootstrap.recipe.placeholders import (
-    KNOWN,
     PlaceholderError,
+    data_index,
     find_placeholders,
+    is_known,
     missing_env_message,
     missing_env_vars,
     unknown_placeholder_message,
@@ -106,7 +107,7 @@ def _strings(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, str]]:
 
 
 def _placeholder_problems(
-    path: KeyPath, text: str, environ: Mapping[str, str] | None
+    path: KeyPath, text: str, environ: Mapping[str, str] | None, data_count: int
 ) -> Iterator[str]:
     try:
         names = find_placeholders(text)
@@ -116,8 +117,18 @@ def _placeholder_problems(
     if environ is not None:
         yield from (missing_env_message(var) for var in missing_env_vars(text, environ))
     for name in sorted(names):
-        if name not in KNOWN:
+        index = data_index(name)
+        if not is_known(name):
             yield unknown_placeholder_message(name)
+        elif index is not None and path[0] in ("storage", "repo", "data"):
+            yield f"{{{name}}} cannot be used in {path[0]}: it is where data[{index}] ends up"
+        elif index is not None and index >= data_count:
+            items = (
+                f"data[0] to data[{data_count - 1}]"
+                if data_count > 1
+                else ("only data[0]" if data_count else "no data items")
+            )
+            yield f"{{{name}}} names data[{index}], but the recipe has {items}"
         elif name == "checkpoint" and path[:2] != ("run", "resume"):
             yield "{checkpoint} is only valid in run.resume"
         elif path[0] == "storage" and name != "checkpoint":
@@ -147,8 +158,12 @@ def _check(
         # A run with a bad key is never built, so its own rules did not run: ask the same rule
         # of the mapping as given. What a built run already reported is not repeated (below).
         found += [(("run", *rel), message) for rel, message in entry_problems(run)]
+    items = data.get("data")
+    data_count = len(items) if isinstance(items, list) else 0
     for path, text in _strings(data):
-        found += [(path, message) for message in _placeholder_problems(path, text, environ)]
+        found += [
+            (path, message) for message in _placeholder_problems(path, text, environ, data_count)
+        ]
     problems = list(dict.fromkeys(_problem(locate, path, message) for path, message in found))
     return (recipe if not problems else None), problems
 

@@ -160,6 +160,9 @@ _REQUIREMENTS_SCHEMA = {
 class Storage(Model):
     persist: str = spec(Str(), "auto")
     scratch: str = spec(Str(), "auto")
+    # A read-only folder laid out like persist (an earlier run's, e.g. a Kaggle notebook's
+    # output attached as an input): checkpoints are restored from it when persist has none.
+    resume_from: str | None = spec(_OPTIONAL_STR, None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -182,11 +185,24 @@ class InstallSpec(Model):
     pip_args: tuple[str, ...] = spec(ListOf(Str()), ())
 
 
+def _copy(value: object) -> object:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError(f"expected auto, true or false, got {describe(value)}")
+
+
+_COPY_SCHEMA = {"anyOf": [{"const": "auto", "type": "string"}, {"type": "boolean"}]}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataItem(Model):
     source: str = spec(Str())
     to: str = spec(Str(), "{scratch}/data")
     sha256: str | None = spec(Then(_OPTIONAL_STR, _sha256), None)
+    # Whether a folder source is copied into `to` (true) or read where it is (false: `to` is
+    # not written; {dataN} names the folder). auto: read in place a folder among Kaggle's
+    # inputs (read-only, already local), copy everything else.
+    copy: bool | Literal["auto"] = spec(Custom(_copy, _COPY_SCHEMA), "auto")
 
 
 def _one_command(step: PrepareSpec) -> None:

@@ -2,7 +2,8 @@
 
 The grammar, small on purpose so that a typo is an error and not a silent literal:
 
-- ``{name}``: a placeholder; ``name`` is an identifier (see ``KNOWN``).
+- ``{name}``: a placeholder; ``name`` is an identifier (see ``KNOWN``), or ``data0``,
+  ``data1``, ...: the folder holding data item N's files (``data_index``).
 - ``${VAR}``: the environment variable VAR; an error when VAR is not set.
 - ``${VAR:-default}``: VAR, or ``default`` when VAR is unset or empty (as in the shell). The
   default may itself hold placeholders: ``${DATA:-{scratch}/data}``. The first ``}`` that does
@@ -23,6 +24,17 @@ KNOWN = frozenset({"persist", "scratch", "run", "repo", "ckpt", "name", "checkpo
 # In the order a reader meets them in RECIPE.md; {checkpoint} is special (run.resume only).
 _LISTED = ("persist", "scratch", "run", "repo", "ckpt", "name")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DATA = re.compile(r"data(0|[1-9][0-9]*)")
+
+
+def data_index(name: str) -> int | None:
+    """N for ``{dataN}`` (data item N's folder: its ``to``, or its source read in place)."""
+    found = _DATA.fullmatch(name)
+    return int(found.group(1)) if found else None
+
+
+def is_known(name: str) -> bool:
+    return name in KNOWN or data_index(name) is not None
 
 
 class PlaceholderError(ValueError):
@@ -134,11 +146,14 @@ def missing_env_vars(text: str, environ: Mapping[str, str]) -> list[str]:
 
 def unknown_placeholder_message(name: str) -> str:
     """What to say about ``{name}`` when it is not a placeholder at all."""
-    close = difflib.get_close_matches(name, sorted(KNOWN), n=1)
+    close = difflib.get_close_matches(name, sorted(KNOWN | {"data0"}), n=1)
     if close:
         return f"unknown placeholder {{{name}}}; did you mean {{{close[0]}}}?"
     known = ", ".join(f"{{{k}}}" for k in _LISTED)
-    return f"unknown placeholder {{{name}}}; known: {known} ({{checkpoint}} in run.resume only)"
+    return (
+        f"unknown placeholder {{{name}}}; known: {known}, {{data0}} {{data1}} ... (each data "
+        "item's folder) ({checkpoint} in run.resume only)"
+    )
 
 
 def missing_env_message(var: str) -> str:
@@ -183,7 +198,7 @@ def _render(
                 out.append(f"{{{token.name}}}")
             elif token.name in values:
                 out.append(values[token.name])
-            elif token.name in KNOWN:
+            elif is_known(token.name):
                 raise PlaceholderError(f"placeholder {{{token.name}}} has no value here")
             else:
                 raise PlaceholderError(unknown_placeholder_message(token.name))

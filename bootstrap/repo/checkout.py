@@ -80,8 +80,13 @@ def sync_repo(
     submodules: bool = False,
     base_dir: Path | None = None,
     progress: ProgressFactory = no_progress,
+    shallow: bool = False,
 ) -> RepoResult:
-    """Clone ``url`` into ``dest`` at ``ref``, update an earlier clone, or copy a plain folder."""
+    """Clone ``url`` into ``dest`` at ``ref``, update an earlier clone, or copy a plain folder.
+
+    ``shallow`` clones only the commit asked for (``git clone --depth 1``), for a look at the
+    files (``bootstrap init``); a ref that is a commit SHA (or a full ``refs/...`` name) is
+    cloned whole, since a shallow clone can only start from a branch or a tag name."""
     started = time.monotonic()
     dest = Path(os.path.abspath(Path(dest).expanduser()))
     check_url(url)
@@ -113,7 +118,9 @@ def sync_repo(
         if _dest_state(dest, display) == "git":
             action, commit, ref_name = _update(plain_url, dest, ref, submodules, env, progress)
         else:
-            commit, ref_name = _clone(plain_url, dest, ref, submodules, env, progress)
+            by_name = not ref or not (_HEX.fullmatch(ref) or ref.startswith("refs/"))
+            depth = 1 if shallow and by_name else None
+            commit, ref_name = _clone(plain_url, dest, ref, submodules, env, progress, depth)
             action = "cloned"
     except _git_error_type() as exc:
         raise explain_git_error(exc, display, dest, token is not None, secrets) from None
@@ -150,6 +157,7 @@ def _clone(
     submodules: bool,
     env: dict[str, str],
     progress: ProgressFactory,
+    depth: int | None = None,
 ) -> tuple[str, str | None]:
     from git import Repo
 
@@ -157,9 +165,15 @@ def _clone(
     partial = dest.parent / f".{dest.name}.cloning"
     shutil.rmtree(partial, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # A shallow clone fetches one branch or tag: the one asked for, by name.
+    shallow = ["--depth", str(depth)] if depth else []
+    if depth and ref:
+        shallow += ["--branch", ref]  # check_ref refused a ref git could read as an option
     try:
         with git_progress(progress, f"clone {dest.name}") as bar:
-            repo = Repo.clone_from(url, partial, progress=bar, env=env, no_checkout=True)
+            repo = Repo.clone_from(
+                url, partial, progress=bar, env=env, no_checkout=True, multi_options=shallow or None
+            )
         # GitPython rewrites the remote URL and mangles quotes and backslashes; git writes it right.
         repo.git.remote("set-url", "origin", url)
         commit, ref_name = _resolve(repo, ref, url)

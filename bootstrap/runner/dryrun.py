@@ -6,12 +6,13 @@ import shlex
 import time
 from pathlib import Path
 
+from bootstrap.errors import BootstrapError
 from bootstrap.mirror.selection import newest_checkpoint
 from bootstrap.options import Options
 from bootstrap.plan import Plan
 from bootstrap.recipe.durations import format_duration
 from bootstrap.repo.gitsafety import describe_url
-from bootstrap.runner.kept import kept_files
+from bootstrap.runner.kept import kept_files, restore_source, trees_from
 from bootstrap.runner.launch import build_command
 from bootstrap.runner.state import FINISHED, RunState
 
@@ -45,12 +46,15 @@ def describe_plan(plan: Plan, options: Options) -> list[str]:
         f"keep: {', '.join(recipe.install.keep) or 'nothing'} (skipped when unchanged)",
     ]
     for item in plan.data:
-        status = (
-            "MISSING: a run would stop here"
-            if not item.is_url and not Path(item.source).exists()
-            else "skipped when already staged"
-        )
-        lines.append(f"data[{item.index}]      {item.source} -> {item.dest} ({status})")
+        missing = not item.is_url and not Path(item.source).exists()
+        if missing:
+            status = "MISSING: a run would stop here"
+        elif item.in_place:
+            status = f"a folder used in place, not copied: {{data{item.index}}}"
+        else:
+            status = "skipped when already staged"
+        where = "" if item.in_place else f" -> {item.dest}"
+        lines.append(f"data[{item.index}]      {item.source}{where} ({status})")
     for prep in plan.prepare:
         creates = f"; outputs {', '.join(prep.creates)}" if prep.creates else ""
         lines.append(
@@ -63,8 +67,10 @@ def describe_plan(plan: Plan, options: Options) -> list[str]:
     restore = (
         "" if newest or not mirrored else f", {len(mirrored)} would be restored from the mirror"
     )
+    earlier = _earlier_run(plan, options)
     lines += [
         f"checkpoints  {plan.checkpoints}{restore}",
+        *earlier,
         f"  mirror     {plan.mirror_dir} ({len(mirrored)} file(s); the whole folder"
         + (f" but {', '.join(run.exclude)}" if run.exclude else "")
         + ")",
@@ -90,7 +96,12 @@ def describe_plan(plan: Plan, options: Options) -> list[str]:
         f"command      {shlex.join(argv)}",
         f"  in         {plan.work_dir}",
         f"  restarts   {run.restarts}; stop_grace {format_duration(run.stop_grace)}"
-        + (f"; time_limit {format_duration(run.time_limit)}" if run.time_limit else "")
+        + (
+            f"; time_limit {format_duration(plan.time_limit)}"
+            + ("" if plan.time_limit_origin == "run.time_limit" else f" ({plan.time_limit_origin})")
+            if plan.time_limit
+            else ""
+        )
         + (
             " (past it already: a run would stop at once)"
             if plan.past_deadline(time.time())
@@ -102,6 +113,21 @@ def describe_plan(plan: Plan, options: Options) -> list[str]:
     if run.entry_kind == "callable":
         lines.append(f"  callable   {run.entry} with kwargs {plan.kwargs}")
     return lines
+
+
+def _earlier_run(plan: Plan, options: Options) -> list[str]:
+    """The storage.resume_from line: where a run would restore from, read only."""
+    if plan.resume_from is None:
+        return []
+    head = f"  resume     {plan.resume_from} [{plan.resume_from_origin}]"
+    try:
+        source = restore_source(plan, fresh=options.fresh)
+    except BootstrapError as error:
+        return [f"{head}: a run would stop here: {error.message}"]
+    if source == plan.run_dir:
+        return [f"{head} (unused: {'--fresh' if options.fresh else 'this run has checkpoints'})"]
+    found = len(kept_files(trees_from(plan, source)[0], on_persist=True))
+    return [f"{head}: {found} file(s) in {source} would be restored (read only)"]
 
 
 def _requirements(value: object) -> str:

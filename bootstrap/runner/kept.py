@@ -5,6 +5,7 @@ scratch is safe on persist yet. The rules themselves are in ``bootstrap.mirror``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ from bootstrap.mirror.restore import holds_version, load_manifest, restore_check
 from bootstrap.mirror.selection import Tree, find_checkpoints, find_files, newest_checkpoint
 from bootstrap.mirror.sync import MirrorSync
 from bootstrap.mirror.thread import CheckpointMirror
-from bootstrap.plan import Plan
+from bootstrap.plan import PERSIST_FOLDER, SMOKE_DIR, Plan
 from bootstrap.progress import ProgressFactory, no_progress
 from bootstrap.runner.overlap import cancellable_progress
 
@@ -57,13 +58,16 @@ def restore_kept(
     pace: Callable[[int], None] | None = None,
     *,
     later: Collection[Path] = (),
+    source: Path | None = None,
 ) -> list[Path]:
     """Put every mirrored file and folder checkpoint back at its place on scratch (a new VM);
     the checkpoints folder first. Returns what was restored. ``pace``: see ``read_pacer``;
-    ``later``: checkpoints on persist left for ``LaterRestore`` (``older_checkpoints``)."""
+    ``later``: checkpoints on persist left for ``LaterRestore`` (``older_checkpoints``);
+    ``source``: the run folder to read, when not ``{run}`` (``restore_source``)."""
     select = (lambda path: not _under(path, later)) if later else None
-    restored = _restore_checkpoints_folder(plan, progress, pace, select)
-    for tree in plan.trees[1:]:
+    main, *kept = trees_from(plan, source)
+    restored = _restore_checkpoints_folder(plan, main, progress, pace, select)
+    for tree in kept:
         restored += restore_checkpoints(
             tree.dst,
             tree.src,
@@ -76,12 +80,70 @@ def restore_kept(
     return restored
 
 
-def older_checkpoints(plan: Plan) -> list[Path]:
-    """The checkpoints on persist but the one a resume starts from (``newest_checkpoint``): a
-    new VM needs only that one before the training starts."""
+def older_checkpoints(plan: Plan, source: Path | None = None) -> list[Path]:
+    """The checkpoints on persist (or in ``source``'s mirror) but the one a resume starts from
+    (``newest_checkpoint``): a new VM needs only that one before the training starts."""
     match = plan.recipe.run.match
-    resume = newest_checkpoint(plan.mirror_dir, match)
-    return [found for found in find_checkpoints(plan.mirror_dir, match) if found != resume]
+    mirror = trees_from(plan, source)[0].dst
+    resume = newest_checkpoint(mirror, match)
+    return [found for found in find_checkpoints(mirror, match) if found != resume]
+
+
+def restore_source(plan: Plan, *, fresh: bool = False) -> Path:
+    """The run folder to restore from: ``{run}`` on persist, or, when neither persist nor
+    scratch holds a checkpoint of this run, the earlier run's folder in
+    ``storage.resume_from`` (read only, never written). ``--fresh`` never resumes."""
+    match = plan.recipe.run.match
+    if (
+        plan.resume_from is None
+        or fresh
+        or find_checkpoints(plan.mirror_dir, match)
+        or find_checkpoints(plan.checkpoints, match)
+    ):
+        return plan.run_dir
+    root = plan.resume_from
+    where = f"storage.resume_from is {root} ({plan.resume_from_origin})"
+    if not root.is_dir():
+        raise StepError(
+            f"{where}, which is not a folder" + ("" if root.exists() else " (it does not exist)"),
+            hint="attach the earlier run's output (on Kaggle: Add Input > Your Work, the "
+            "notebook's output), and point storage.resume_from or --resume-from at it",
+        )
+    # The earlier run's folder is laid out like persist (runs/NAME), like the folder that
+    # holds auto persist (a Kaggle notebook's output attached whole: colab-bootstrap/runs/
+    # NAME), or is the run folder itself (it holds checkpoints/).
+    runs = Path(SMOKE_DIR, "runs") if plan.smoke else Path("runs")
+    tried = [root / runs / plan.name, root / PERSIST_FOLDER / runs / plan.name]
+    for folder in tried:
+        if folder.is_dir():
+            return folder
+    if (root / "checkpoints").is_dir():
+        return root
+    others = sorted(
+        path.name
+        for parent in (root / runs, root / PERSIST_FOLDER / runs)
+        if parent.is_dir()
+        for path in parent.iterdir()
+        if path.is_dir()
+    )
+    found = f"; the runs there are named {', '.join(others)}" if others else ""
+    raise StepError(
+        f"{where}, which holds no run named {plan.name}: looked for {tried[0]}, {tried[1]} "
+        f"and {root / 'checkpoints'}{found}",
+        hint="point it at the folder that holds runs/ (an earlier run's persist), or at the "
+        "run folder itself; the recipe's name must be the earlier run's",
+    )
+
+
+def trees_from(plan: Plan, source: Path | None) -> list[Tree]:
+    """``plan.trees`` with their persist side moved from ``{run}`` to ``source`` (an earlier
+    run's folder, ``restore_source``), to read from there."""
+    if source is None or source == plan.run_dir:
+        return list(plan.trees)
+    return [
+        dataclasses.replace(tree, dst=source / tree.dst.relative_to(plan.run_dir))
+        for tree in plan.trees
+    ]
 
 
 class LaterRestore:
@@ -89,8 +151,15 @@ class LaterRestore:
     the end, without holding up its first step. ``stop`` ends it at its next chunk (the file
     it was copying is left out, whole or not at all); ``wait`` lets it finish."""
 
-    def __init__(self, plan: Plan, later: Collection[Path], pace: Callable[[int], None] | None):
+    def __init__(
+        self,
+        plan: Plan,
+        later: Collection[Path],
+        pace: Callable[[int], None] | None,
+        source: Path | None = None,
+    ):
         self._plan, self._later, self._pace = plan, list(later), pace
+        self._tree = trees_from(plan, source)[0]
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="restore-older", daemon=True)
 
@@ -102,6 +171,7 @@ class LaterRestore:
         try:
             restored = _restore_checkpoints_folder(
                 self._plan,
+                self._tree,
                 cancellable_progress(no_progress, self._cancel),
                 self._pace,
                 lambda path: _under(path, self._later),
@@ -123,13 +193,13 @@ class LaterRestore:
 
 def _restore_checkpoints_folder(
     plan: Plan,
+    main: Tree,
     progress: ProgressFactory,
     pace: Callable[[int], None] | None,
     select: Callable[[Path], bool] | None,
 ) -> list[Path]:
-    """restore_checkpoints for run.checkpoints (the first of ``plan.trees``), folder
-    checkpoints whole."""
-    main = plan.trees[0]
+    """restore_checkpoints for run.checkpoints (``main``: the first of ``plan.trees``, or
+    the same read from another run folder), folder checkpoints whole."""
     return restore_checkpoints(
         main.dst,
         main.src,

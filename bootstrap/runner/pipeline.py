@@ -39,6 +39,10 @@ AGAIN_HINT = (
     "recipe or with --set) and pass --extend; to start over, pass --fresh"
 )
 COLAB_GPU_FIX = "in Colab: Runtime > Change runtime type > choose a GPU, then run the cell again"
+KAGGLE_GPU_FIX = (
+    "on Kaggle: in the notebook's side panel, Settings > Accelerator > GPU T4 x2 (or P100), "
+    "then run the cell again"
+)
 
 
 def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Plan:
@@ -67,6 +71,7 @@ def make_plan(options: Options, environ: Mapping[str, str] | None = None) -> Pla
         scratch=options.scratch,
         smoke=options.smoke,
         environ=env,
+        resume_from=options.resume_from,
     )
     check_gpu(plan)
     return plan
@@ -78,6 +83,8 @@ def check_gpu(plan: Plan) -> None:
         hint = (
             COLAB_GPU_FIX
             if host.on_colab
+            else KAGGLE_GPU_FIX
+            if host.on_kaggle
             else "run it on a machine with an NVIDIA GPU, or set gpu: optional"
         )
         raise HostError("gpu: required, but this runtime has no GPU", hint=hint)
@@ -148,19 +155,35 @@ def _train(
 
 
 def _past_time_limit(plan: Plan, deadline: float) -> Outcome:
-    """run.time_limit counts from the VM's boot on Colab: a re-run on a VM past it can only stop
-    again at once, so say so instead of setting up and stopping."""
-    limit = plan.recipe.run.time_limit or 0
+    """run.time_limit counts from the VM's boot on Colab (the session's start on Kaggle): a
+    re-run on a VM past it can only stop again at once, so say so instead of setting up and
+    stopping."""
+    limit = plan.time_limit or 0
     started = format_duration(max(0, round(time.time() - deadline + limit)))
+    which = (
+        "run.time_limit"
+        if plan.time_limit_origin == "run.time_limit"
+        else f"run.time_limit, {plan.time_limit_origin}"
+    )
+    if plan.host.on_kaggle:
+        where, fix = (
+            "this Kaggle session",
+            "continue in a new session (stop this one, then run again; with Files persistence "
+            "on, or with this output attached and storage.resume_from pointing at it)",
+        )
+    else:
+        where, fix = (
+            "this VM",
+            "continue on a new runtime (Runtime > Disconnect and delete runtime)",
+        )
     return Outcome(
         STOPPED,
         ExitCode.TIME_LIMIT,
         0,
         None,
         newest_checkpoint(plan.mirror_dir, plan.recipe.run.match),
-        f"this VM started {started} ago, past run.time_limit ({format_duration(limit)}), so "
-        "nothing was run: continue on a new runtime (Runtime > Disconnect and delete runtime), "
-        "or raise run.time_limit (e.g. --set run.time_limit=...)",
+        f"{where} started {started} ago, past {which} ({format_duration(limit)}), so "
+        f"nothing was run: {fix}, or raise run.time_limit (e.g. --set run.time_limit=...)",
     )
 
 

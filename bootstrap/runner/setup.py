@@ -13,9 +13,10 @@ every data item, since they read what those put in place.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bootstrap.data.stage import stage_data
+from bootstrap.data.stage import stage_data, use_in_place
 from bootstrap.deps.install import install_requirements
 from bootstrap.errors import RepoError
 from bootstrap.mirror.faults import read_pacer
@@ -25,7 +26,7 @@ from bootstrap.progress import ProgressFactory
 from bootstrap.repo.checkout import sync_repo
 from bootstrap.repo.gitsafety import describe_url
 from bootstrap.report import Reporter, Step
-from bootstrap.runner.kept import LaterRestore, older_checkpoints, restore_kept
+from bootstrap.runner.kept import LaterRestore, older_checkpoints, restore_kept, restore_source
 from bootstrap.runner.overlap import Task, run_tasks
 from bootstrap.runner.prepare_steps import run_prepare_step
 from bootstrap.runner.state import RunState
@@ -38,10 +39,21 @@ def setup(
     restore of the older checkpoints, started now, to run beside the training (or None)."""
     for folder in (plan.run_dir, plan.scratch, plan.state_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    later: list[Path] = []
+    later = Later()
     run_tasks(setup_tasks(plan, state, options, ui, env, later), ui)
+    if not later.checkpoints:
+        return None
     # Only now: while the other steps run, the bandwidth is theirs.
-    return LaterRestore(plan, later, read_pacer(env)).start() if later else None
+    return LaterRestore(plan, later.checkpoints, read_pacer(env), later.source).start()
+
+
+@dataclass
+class Later:
+    """What the restore step leaves for after the start: the older checkpoints, and the run
+    folder they are in (persist's, or the one in storage.resume_from)."""
+
+    checkpoints: list[Path] = field(default_factory=list)
+    source: Path | None = None
 
 
 def setup_tasks(
@@ -50,7 +62,7 @@ def setup_tasks(
     options: Options,
     ui: Reporter,
     env: Mapping[str, str],
-    later: list[Path],
+    later: Later,
 ) -> list[Task]:
     """The setup steps and what each waits for, in the order the step list names them. The
     restore step puts in ``later`` the older checkpoints it left for ``LaterRestore``."""
@@ -68,8 +80,14 @@ def setup_tasks(
         ),
     ]
     staged: list[tuple[str, Path]] = []
+    titles: list[str] = []
     for item in plan.data:
         title = f"data[{item.index}]"
+        titles.append(title)
+        if item.in_place:  # writes nothing: nothing to wait for, and no one waits for it
+            needs = ["repo"] if in_clone(_local(item.source)) else []
+            tasks.append(Task(title, _use_in_place(item), needs=tuple(needs)))
+            continue
         needs = ["repo"] if in_clone(item.dest, _local(item.source)) else []
         needs += [earlier for earlier, dest in staged if _overlaps(dest, item.dest)]
         tasks.append(Task(title, _stage(plan, item), needs=tuple(needs)))
@@ -80,11 +98,11 @@ def setup_tasks(
     tasks.append(
         Task(
             "checkpoints",
-            lambda step, progress: restore(plan, step, progress, env, later),
+            lambda step, progress: restore(plan, step, progress, env, later, fresh=options.fresh),
             tuple(needs),
         )
     )
-    before = ("repo", "install", *(title for title, _ in staged))
+    before = ("repo", "install", *titles)
     for prep in plan.prepare:
 
         def run(step: Step, progress: ProgressFactory, prep: PrepareStep = prep) -> None:
@@ -127,19 +145,42 @@ def _stage(plan: Plan, item: DataStep) -> Callable[[Step, ProgressFactory], None
     return run
 
 
+def _use_in_place(item: DataStep) -> Callable[[Step, ProgressFactory], None]:
+    def run(step: Step, progress: ProgressFactory) -> None:
+        label = f"data[{item.index}]"
+        use_in_place(item.source, sha256=item.sha256, label=label)
+        step.skip(f"used in place: {item.source} (not copied; {{data{item.index}}})")
+
+    return run
+
+
 def restore(
-    plan: Plan, step: Step, progress: ProgressFactory, env: Mapping[str, str], later: list[Path]
+    plan: Plan,
+    step: Step,
+    progress: ProgressFactory,
+    env: Mapping[str, str],
+    later: Later,
+    *,
+    fresh: bool = False,
 ) -> None:
     """Put the mirrored checkpoints and kept files back on scratch (a new VM): all but the
-    older checkpoints, which ``later`` receives for after the start."""
-    later += older_checkpoints(plan)
-    restored = restore_kept(plan, progress=progress, pace=read_pacer(env), later=later)
-    after = f"; {_count(len(later), 'older checkpoint')} after the start" if later else ""
+    older checkpoints, which ``later`` receives for after the start. They come from persist,
+    or from storage.resume_from when neither persist nor scratch holds a checkpoint."""
+    source = later.source = restore_source(plan, fresh=fresh)
+    later.checkpoints += older_checkpoints(plan, source)
+    restored = restore_kept(
+        plan, progress=progress, pace=read_pacer(env), later=later.checkpoints, source=source
+    )
+    count = len(later.checkpoints)
+    after = f"; {_count(count, 'older checkpoint')} after the start" if count else ""
+    origin = f" ({plan.resume_from_origin})" if source != plan.run_dir else ""
     if restored:
         folder_count = sum(path.is_dir() for path in restored)
         counts = ((len(restored) - folder_count, "file"), (folder_count, "checkpoint folder"))
         what = ", ".join(_count(n, noun) for n, noun in counts if n)
-        step.note(f"restored {what} from {plan.run_dir}{after}")
+        step.note(f"restored {what} from {source}{origin}{after}")
+    elif source != plan.run_dir:
+        step.skip(f"nothing to restore in {source}{origin}" + after)
     else:
         step.skip("nothing to restore" + after)
 
