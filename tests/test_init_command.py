@@ -263,3 +263,12 @@ def test_a_token_env_that_is_empty_is_named(sandbox: Sandbox, repo: Path) -> Non
     assert done.returncode == 0, done.stderr
     text = (sandbox.root / "my-net.yaml").read_text()
     assert "token_env: MY_TOKEN_XYZ" in text and "secret-value" not in text
+
+
+def test_init_clones_into_the_runs_own_scratch_on_kaggle(tmp_path: Path) -> None:
+    from bootstrap.init.command import scratch_root
+
+    (tmp_path / "working").mkdir()
+    env = {"KAGGLE_KERNEL_RUN_TYPE": "Batch", "BOOTSTRAP_KAGGLE_DIR": str(tmp_path)}
+    assert scratch_root(None, env) == tmp_path / "temp"
+    assert scratch_root(None, {**env, "BOOTSTRAP_SCRATCH": "/x"}) == Path("/x")

@@ -59,7 +59,7 @@ def repo_name(url: str) -> str:
 
 def scratch_root(scratch: str | None, environ: Mapping[str, str]) -> Path:
     """Where the run's clone would go: --scratch, BOOTSTRAP_SCRATCH, Colab's /content, or the
-    local cache folder, as for a run with ``storage.scratch: auto``."""
+    local cache folder (Kaggle's /kaggle/temp), as for a run with ``storage.scratch: auto``."""
     from bootstrap.host import detect_host
     from bootstrap.plan import default_local_root
 
@@ -67,6 +67,8 @@ def scratch_root(scratch: str | None, environ: Mapping[str, str]) -> Path:
     if chosen:
         return Path(chosen).expanduser().absolute()
     host = detect_host(environ)
+    if host.on_kaggle:
+        return host.kaggle_temp
     return host.content_dir if host.on_colab else default_local_root("scratch", environ)
 
 
