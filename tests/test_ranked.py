@@ -5,6 +5,7 @@ marked with the rank, whole, and nothing lost at exit."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,4 +68,12 @@ def test_a_crash_keeps_its_traceback_and_exit_code(tmp_path: Path) -> None:
     (tmp_path / "boom.py").write_text("1 / 0\n")
     result = _run(tmp_path, "script", str(tmp_path / "boom.py"))
     assert result.returncode == 1
-    assert b"[rank 3] ZeroDivisionError: division by zero\n" in result.stdout
+    # Python 3.13 colours a traceback on a terminal, as the rank's pty is.
+    shown = re.sub(rb"\x1b\[[0-9;]*m", b"", result.stdout).decode()
+    assert shown.splitlines() == [
+        "[rank 3] Traceback (most recent call last):",  # then the script's frame alone,
+        f'[rank 3]   File "{tmp_path / "boom.py"}", line 1, in <module>',  # as `python` shows
+        "[rank 3]     1 / 0",
+        *(["[rank 3]     ~~^~~"] if sys.version_info >= (3, 11) else []),
+        "[rank 3] ZeroDivisionError: division by zero",
+    ]

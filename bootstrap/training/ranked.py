@@ -31,6 +31,7 @@ import select
 import signal
 import sys
 import threading
+import types
 from collections.abc import Sequence
 
 MARK = b"[rank %d] "
@@ -118,6 +119,32 @@ class RankOutput:
                 return
 
 
+def _without_wrapper_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback from the training's first frame on: the frames down to ``_run`` and
+    runpy's under it are this wrapper's, and `python train.py` would not show them."""
+    entry = tb
+    while entry is not None and entry.tb_frame.f_code is not _run.__code__:
+        entry = entry.tb_next
+    if entry is None:  # the wrapper itself failed: show all of it
+        return tb
+    entry = entry.tb_next
+    while entry is not None and entry.tb_next is not None and _is_runpy(entry):
+        entry = entry.tb_next
+    return entry or tb
+
+
+def _is_runpy(entry: types.TracebackType) -> bool:
+    return entry.tb_frame.f_code.co_filename in ("<frozen runpy>", runpy.__file__)
+
+
+def _report_as_python_would(
+    kind: type[BaseException], error: BaseException, tb: types.TracebackType | None
+) -> None:
+    tb = _without_wrapper_frames(tb)
+    # Python prints the traceback the exception holds, not the one it is given.
+    sys.__excepthook__(kind, error.with_traceback(tb), tb)
+
+
 def _run(argv: Sequence[str]) -> None:
     kind, *rest = argv
     if kind == "script" and rest:
@@ -152,6 +179,7 @@ def main() -> None:
     rank = os.environ.get("RANK", "0")
     output = RankOutput(int(rank) if rank.isdigit() else 0)
     atexit.register(output.close)
+    sys.excepthook = _report_as_python_would
     _run(sys.argv[1:])
 
 
