@@ -411,6 +411,39 @@ def test_source_rewritten_during_its_upload_goes_up_as_snapshotted_and_is_no_per
     assert list(snapshots.iterdir()) == []  # and removed when the mirror stops
 
 
+def test_a_file_saved_again_during_each_upload_is_said_once(
+    src: Path, dst: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Saves faster than an upload: every upload is overtaken by a newer save. One overtaken
+    upload is chance; two in a row are the training's rhythm, said once, with the figures."""
+    path = put(src / "last.pt", archive(os.urandom(1 << 11), entries=100), T0)
+    saves = [T0]
+
+    def training_saves_during_upload(op: str, target: Path) -> None:
+        if op == "write" and len(saves) <= uploads[0]:
+            saves.append(saves[-1] + 10**8)  # 0.1 s after the version being uploaded
+            put(path, archive(os.urandom(1 << 11), entries=100), saves[-1])
+
+    uploads = [0]
+    mirror = make(src, dst, clock, fault_hook=training_saves_during_upload)
+
+    def upload() -> list[logging.LogRecord]:
+        uploads[0] += 1
+        settle(mirror, clock)
+        with mock.patch.object(snapshot._Snapshot, "chunks", _after_the_snapshot_is_whole):
+            assert mirror.sync_once().copied == [Path("last.pt")]
+        return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    assert upload() == []  # overtaken once: chance
+    warnings = upload()  # twice in a row: the rhythm
+    assert len(warnings) == 1
+    said = warnings[0].getMessage()
+    assert str(path) in said and "saved again before its upload to persist ends" in said
+    assert "each upload takes" in said and "twice in a row the training saved" in said
+    assert upload() == warnings  # once
+    assert is_complete(dst / "last.pt")
+
+
 def test_a_new_session_trusts_the_manifest_and_cleans_stale_temps(
     src: Path, dst: Path, clock: FakeClock
 ) -> None:
