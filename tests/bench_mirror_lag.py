@@ -295,9 +295,10 @@ def run_case(
     setup: Setup,
     mbps: float,
     mirror_interval: float | None,
+    persist: Path,
 ) -> Case:
     case = Case(size=size, interval=interval, copy_s=copy_s)
-    scratch, persist = root / "scratch", root / "persist"
+    scratch = root / "scratch"
     scratch.mkdir(parents=True)
     writer = Writer(scratch / NAME, size)
     pacer = Pacer(mbps, writer.size)
@@ -413,40 +414,51 @@ def main(argv: list[str] | None = None) -> int:
         help="pass this scan interval to CheckpointMirror (default: its own default)",
     )
     parser.add_argument("--dir", type=Path, help="folder to write in (default: system temp dir)")
+    parser.add_argument(
+        "--persist-dir",
+        type=Path,
+        help="folder for persist, e.g. on another device (default: beside scratch, in --dir)",
+    )
     args = parser.parse_args(argv)
     setup = QUICK if args.quick else FULL
     mbps = args.persist_mbps
 
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="bench-mirror-lag-", dir=args.dir))
+    persist_root = Path(tempfile.mkdtemp(prefix="bench-mirror-lag-persist-", dir=args.persist_dir))
     rows, references = [], []
     try:
         for number, size_mb in enumerate(args.sizes):
             size = round(size_mb * 1e6)
             base = root / f"baseline-{number}"
-            (base / "persist").mkdir(parents=True)
             source = base / "scratch" / NAME
-            source.parent.mkdir()
+            source.parent.mkdir(parents=True)
             Writer(source, size).save(0)
             with open(source, "rb+") as handle:  # its writeback must not slow the copy
                 os.fsync(handle.fileno())
-            copy_s = paced_copy(source, base / "persist" / NAME, mbps)
-            own_s = mirror_copy(source, base / "mirror", mbps, source.stat().st_size)
+            copy_s = paced_copy(source, persist_root / NAME, mbps)
+            own_s = mirror_copy(source, persist_root / "mirror", mbps, source.stat().st_size)
             references.append(f"{megabytes(size)}: {seconds(own_s)}")
             shutil.rmtree(base)
+            empty(persist_root)
             for interval in args.intervals:
                 folder = root / f"case-{number}-{interval:g}"
-                case = run_case(folder, size, interval, copy_s, setup, mbps, args.mirror_interval)
+                case = run_case(
+                    folder, size, interval, copy_s, setup, mbps, args.mirror_interval, persist_root
+                )
                 shutil.rmtree(folder, ignore_errors=True)
+                empty(persist_root)
                 rows.append(row(case))
                 print(f"done: {megabytes(size)}, saves every {interval:g} s", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(persist_root, ignore_errors=True)
 
     print(
         f"\ncheckpoint mirror lag: persist paced at {mbps:g} MB/s in {CHUNK_SIZE >> 20} MiB "
         f"chunks, watched every {POLL_S * 1000:.0f} ms; CheckpointMirror defaults: "
-        f"{mirror_defaults()}; files in {root.parent}; {os.cpu_count()} CPUs\n"
+        f"{mirror_defaults()}; scratch in {root.parent}, persist in {persist_root.parent}; "
+        f"{os.cpu_count()} CPUs\n"
     )
     print(HEADER)
     print("|" + "---|" * HEADER.count(" | ") + "---|")
@@ -457,6 +469,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"total {time.monotonic() - started:.0f} s")
     return 0
+
+
+def empty(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 if __name__ == "__main__":

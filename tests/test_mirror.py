@@ -23,7 +23,7 @@ from unittest import mock
 import pytest
 
 from bootstrap.errors import StepError
-from bootstrap.mirror import snapshot
+from bootstrap.mirror import snapshot, sync
 from bootstrap.mirror.files import CHUNK_SIZE, MANIFEST_NAME, FaultHook, is_complete
 from bootstrap.mirror.restore import mirror_status, restore_checkpoints
 from bootstrap.mirror.selection import (
@@ -409,6 +409,27 @@ def test_source_rewritten_during_its_upload_goes_up_as_snapshotted_and_is_no_per
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     mirror.stop(final=False)
     assert list(snapshots.iterdir()) == []  # and removed when the mirror stops
+
+
+def test_a_checkpoint_found_mid_save_goes_up_in_the_same_pass_once_its_save_ends(
+    src: Path, dst: Path, clock: FakeClock
+) -> None:
+    """A pass that finds a checkpoint being saved waits a moment for the save to end rather
+    than a whole interval for the next pass; a file that stays torn is not waited for again."""
+    whole = archive(os.urandom(1 << 11), entries=100)
+    path = put(src / "last.pt", whole[: len(whole) // 2], T0)  # the save is half done
+    finish = threading.Timer(0.2, put, (path, whole, T0 + 10**9))
+    finish.start()
+    mirror = make(src, dst, clock)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    finish.join()
+    assert (dst / "last.pt").read_bytes() == whole
+    put(src / "torn.pt", whole[:-1000], T0)  # a crash mid-save: it stays so
+    with mock.patch.object(sync, "_completes_soon", wraps=sync._completes_soon) as waits:
+        assert mirror.sync_once().incomplete == [Path("torn.pt")]
+        assert mirror.sync_once().incomplete == [Path("torn.pt")]
+    assert waits.call_count == 1
+    assert not (dst / "torn.pt").exists()
 
 
 def test_a_file_saved_again_during_each_upload_is_said_once(

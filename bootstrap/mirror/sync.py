@@ -74,6 +74,14 @@ def _wait_until_complete(path: Path, timeout: float, poll: float = 0.01) -> None
         time.sleep(poll)
 
 
+def _completes_soon(path: Path) -> bool:
+    """Whether a checkpoint found mid-save reads whole within ``_SNAPSHOT_WAIT``: a save under
+    way ends in a moment, and the next scan would come a whole interval later (a training that
+    saves faster than an upload is mid-save at about every other scan)."""
+    _wait_until_complete(path, timeout=_SNAPSHOT_WAIT)
+    return is_complete(path)
+
+
 class MirrorSync:
     """Scans ``src`` (scratch) and keeps ``dst`` (persist) a complete copy of its files, one
     pass per ``sync_once``; see ``CheckpointMirror`` for ``fault_hook`` and ``on_event``.
@@ -256,21 +264,27 @@ class MirrorSync:
                 continue
             dirty = self._dirty_since.setdefault(rel, now)
             seen = self._seen.get(rel)
-            if seen is None or seen[0] != key:
+            changing = seen is None or seen[0] != key
+            if seen is None or changing:
                 self._seen[rel] = seen = (key, now)
             path = self.src / rel
-            if final or can_tell_complete(path):
+            checkable = can_tell_complete(path)
+            if final or checkable:
                 # At the final scan the writer has exited; a checkable format needs no wait.
                 ready = True
             else:  # nothing tells a half-written file: wait for quiet, but not for ever
                 ready = now - seen[1] >= self.stable_for or now - dirty >= self.max_wait
             if not ready:
                 report.pending.append(rel)
-            elif not is_complete(path):
+                continue
+            # Changed since the last scan and not whole: a save under way, which ends in a
+            # moment. A file that stays torn is not waited for again.
+            saving = checkable and changing and not final
+            if is_complete(path) or (saving and _completes_soon(path)):
+                todo.append((rel, key))
+            else:
                 report.pending.append(rel)
                 report.incomplete.append(rel)
-            else:
-                todo.append((rel, key))
         return todo
 
     def _ready_units(
