@@ -57,6 +57,11 @@ def test_expand(text: str, expected: str) -> None:
             "({checkpoint} in run.resume only)",
         ),
         ("{scrtch}", "unknown placeholder {scrtch}; did you mean {scratch}?"),
+        (
+            "{persist}/data/{TODO}.tar",
+            "{TODO} is still here: `bootstrap init` left it where it could not decide; "
+            "replace it with the value the comment above it asks for",
+        ),
         ("{checkpoint}", "placeholder {checkpoint} has no value here"),
         (
             "${NOPE}/x",

@@ -146,6 +146,11 @@ def missing_env_vars(text: str, environ: Mapping[str, str]) -> list[str]:
 
 def unknown_placeholder_message(name: str) -> str:
     """What to say about ``{name}`` when it is not a placeholder at all."""
+    if name == "TODO":  # written by `bootstrap init` where it could not decide
+        return (
+            "{TODO} is still here: `bootstrap init` left it where it could not decide; "
+            "replace it with the value the comment above it asks for"
+        )
     close = difflib.get_close_matches(name, sorted(KNOWN | {"data0"}), n=1)
     if close:
         return f"unknown placeholder {{{name}}}; did you mean {{{close[0]}}}?"
