@@ -1,9 +1,9 @@
 """Put what was read together into the recipe's items, each with the comment that says where
 it came from and how sure ``init`` is, and a ``{TODO}`` where the user must decide.
 
-A value holding ``{TODO}`` is one the recipe loader refuses (a placeholder it knows to be left by
-``init``, reported at its line), so such a recipe cannot run until it is filled. Other open questions are
-``TODO`` comments only: the recipe runs, but the comment says what to check.
+A value holding ``{TODO}`` is one the recipe loader refuses (a placeholder it knows ``init``
+leaves, reported at its line), so such a recipe cannot run until it is filled. Other open
+questions are ``TODO`` comments only: the recipe runs, but the comment says what to check.
 """
 
 from __future__ import annotations
