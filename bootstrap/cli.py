@@ -134,8 +134,8 @@ def _setup_console_logging(reporter: ConsoleReporter, verbose: bool, quiet: bool
     root.propagate = False
 
 
-def _add_debug_log(run_dir: Path) -> Path | None:
-    path = run_dir / "logs" / f"bootstrap-{time.strftime('%Y%m%d-%H%M%S')}.log"
+def _add_debug_log(logs_dir: Path) -> Path | None:
+    path = logs_dir / f"bootstrap-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Opened at the first record: a re-run that only finds the run finished leaves no file.
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write("\n".join(describe_plan(plan, options)) + "\n")
             return int(ExitCode.FINISHED)
-        debug_log = _add_debug_log(plan.run_dir)
+        debug_log = _add_debug_log(plan.logs_dir)
         if not args.quiet:
             reporter.message(
                 f"{plan.name}: persist {plan.persist} · scratch {plan.scratch} · "

@@ -156,8 +156,9 @@ def prepare(
 
         plan.checkpoints.mkdir(parents=True, exist_ok=True)
         prepared.mirror = make_mirror(plan)
-        prepared.mirror.start()
-        _mirrored[_run_key(plan.run_dir)] = prepared
+        if prepared.mirror is not None:  # None on a node other than node 0
+            prepared.mirror.start()
+            _mirrored[_run_key(plan.run_dir)] = prepared
         atexit.register(prepared.sync)
     return prepared
 

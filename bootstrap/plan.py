@@ -17,6 +17,7 @@ from typing import Any
 from bootstrap.errors import DriveNotMounted, Problem, RecipeError
 from bootstrap.host import DRIVE_MOUNT_CELL, Host
 from bootstrap.mirror.selection import FolderRule, Tree, folder_rules, has_wildcard
+from bootstrap.nodes import node_rank
 from bootstrap.recipe.models import DataItem, PrepareSpec, Recipe
 from bootstrap.recipe.placeholders import expand, expand_env_only
 from bootstrap.values import is_scp_like, is_url
@@ -83,6 +84,10 @@ class Plan:
     # restored from when persist holds no checkpoint of this run (runner.kept.restore_source).
     resume_from: Path | None = None
     resume_from_origin: str = ""
+    # This machine's place in a group of several (bootstrap.nodes). Only node 0 writes the run
+    # folder's shared parts (the checkpoint mirror, state.json, logs); the others restore from
+    # it and keep their own state and logs in {run}/nodes/N, so no two nodes write one file.
+    node_rank: int = 0
 
     @property
     def name(self) -> str:
@@ -94,8 +99,13 @@ class Plan:
         return self.scratch / ".bootstrap" / self.recipe.name
 
     @property
+    def node_dir(self) -> Path:
+        """Where this node keeps its state and logs: ``{run}``, or ``{run}/nodes/N``."""
+        return self.run_dir / "nodes" / str(self.node_rank) if self.node_rank else self.run_dir
+
+    @property
     def logs_dir(self) -> Path:
-        return self.run_dir / "logs"
+        return self.node_dir / "logs"
 
     @property
     def mirror_dir(self) -> Path:
@@ -114,7 +124,7 @@ class Plan:
 
     @property
     def state_file(self) -> Path:
-        return self.run_dir / "state.json"
+        return self.node_dir / "state.json"
 
     def resume_for(self, checkpoint: Path) -> list[str]:
         """run.resume with {checkpoint} replaced by the newest matching file."""
@@ -220,6 +230,7 @@ def resolve_plan(
         time_limit_origin=time_limit_origin if time_limit is not None else "",
         resume_from=previous,
         resume_from_origin=previous_origin,
+        node_rank=node_rank(env),
     )
 
 

@@ -261,6 +261,16 @@ def test_several_nodes_need_torchrun_and_enough_gpus(tmp_path: Path) -> None:
     (problem,) = caught.value.problems
     assert problem.key == "run.nproc" and problem.line == 12
     assert "--accelerators L4:2" in problem.message
+    recipe = write_recipe(
+        tmp_path / "shared.yaml",
+        TWO_NODES.replace("token_env: GITHUB_TOKEN}", "token_env: GITHUB_TOKEN, into: persist}"),
+    )
+    _export(recipe, SkyPilotChoices(bucket="b-1"))  # one node: its own clone on the bucket
+    with pytest.raises(RecipeError) as caught:
+        _export(recipe, SkyPilotChoices(bucket="b-1", nodes=2))
+    (problem,) = caught.value.problems
+    assert problem.key == "repo.into" and problem.line == 2
+    assert "--set repo.into=scratch" in problem.message
 
 
 def test_cli_exports_from_a_machine_without_gpu(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -286,7 +296,9 @@ def test_cli_refusals_exit_2_with_key_and_fix(sandbox: Sandbox, tmp_path: Path) 
 @pytest.mark.slow
 def test_two_nodes_train_as_one_group_on_this_machine(sandbox: Sandbox, tmp_path: Path) -> None:
     """The rendezvous the run script sets, for real: two tools on this CPU, each a "node"
-    with its own disk, one rank each; torchrun joins them into one group of 2 over gloo."""
+    with its own disk, one rank each, sharing one persist folder as the nodes share a bucket;
+    torchrun joins them into one group of 2 over gloo. Only node 0 writes the run folder:
+    node 1 keeps its state and logs in nodes/1 and mirrors nothing."""
     import socket
 
     from tests.test_torchrun import DDP
@@ -303,13 +315,17 @@ def test_two_nodes_train_as_one_group_on_this_machine(sandbox: Sandbox, tmp_path
     with socket.socket() as probe:  # a free port: other tests may run a group at once
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    stray = tmp_path / "node1/scratch/checkpoints/ddp/node1-only.txt"  # node 0 has none
+    stray.parent.mkdir(parents=True)
+    stray.write_text("a node 1 mirror would copy this to the bucket")
     nodes = []
     for rank in (0, 1):
         disk = tmp_path / f"node{rank}"
-        (disk / "persist").mkdir(parents=True)
-        (disk / "scratch").mkdir()
+        (disk / "scratch").mkdir(parents=True, exist_ok=True)
         env = {
-            "BOOTSTRAP_PERSIST": str(disk / "persist"),
+            "BOOTSTRAP_PERSIST": str(bucket),
             "BOOTSTRAP_SCRATCH": str(disk / "scratch"),
             "BOOTSTRAP_NNODES": "2",
             "BOOTSTRAP_NODE_RANK": str(rank),
@@ -323,9 +339,13 @@ def test_two_nodes_train_as_one_group_on_this_machine(sandbox: Sandbox, tmp_path
         for node in nodes:
             if node.poll() is None:
                 node.kill()
+    run = bucket / "runs/ddp"
     for rank, (node, out) in enumerate(zip(nodes, outputs, strict=True)):
         assert node.returncode == 0, out
-        log = next((tmp_path / f"node{rank}/persist/runs/ddp/logs").glob("attempt-001-*.log"))
+        folder = run / "nodes/1" if rank else run
+        log = next((folder / "logs").glob("attempt-001-*.log"))
         assert f"rank {rank} of 2" in log.read_text(), out
-    assert (tmp_path / "node0/persist/runs/ddp/checkpoints/final.pt").is_file()
-    assert not (tmp_path / "node1/persist/runs/ddp/checkpoints/final.pt").exists()
+        assert '"status": "finished"' in (folder / "state.json").read_text()
+    assert [p.name for p in (run / "nodes").iterdir()] == ["1"]
+    assert (run / "checkpoints/final.pt").is_file()
+    assert not (run / "checkpoints/node1-only.txt").exists()

@@ -20,12 +20,13 @@ NODE = Host(
 )  # fmt: skip
 
 
-def _plan(tmp_path: Path) -> Plan:
+def _plan(tmp_path: Path, environ: dict[str, str] | None = None) -> Plan:
     recipe = write_recipe(
         tmp_path / "r.yaml",
         "name: r\nrepo: {url: code}\nrun: {script: t.py, launcher: torchrun, stop_grace: 30s}\n",
     )
-    return resolve_plan(load_recipe(recipe, environ={}), NODE, persist="/p", scratch="/s")
+    recipe_model = load_recipe(recipe, environ={})
+    return resolve_plan(recipe_model, NODE, persist="/p", scratch="/s", environ=environ or {})
 
 
 def test_one_machine_is_standalone(tmp_path: Path) -> None:
@@ -78,3 +79,19 @@ def test_an_incomplete_group_is_refused_naming_the_variable(
 ) -> None:
     with pytest.raises(UsageError, match=needle):
         torchrun_options(_plan(tmp_path), environ)
+
+
+def test_only_node_0_keeps_state_and_logs_in_the_run_folder(tmp_path: Path) -> None:
+    """The nodes share the run folder (a bucket): node 0 writes it, the others their own."""
+    group = {"BOOTSTRAP_NNODES": "2", "BOOTSTRAP_MASTER_ADDR": "h"}
+    node0 = _plan(tmp_path, {**group, "BOOTSTRAP_NODE_RANK": "0"})
+    node1 = _plan(tmp_path, {**group, "BOOTSTRAP_NODE_RANK": "1"})
+    alone = _plan(tmp_path, {"BOOTSTRAP_NODE_RANK": "1"})  # no group: the rank means nothing
+    for plan in (node0, alone):
+        assert plan.state_file == Path("/p/runs/r/state.json")
+        assert plan.logs_dir == Path("/p/runs/r/logs")
+    assert node1.state_file == Path("/p/runs/r/nodes/1/state.json")
+    assert node1.logs_dir == Path("/p/runs/r/nodes/1/logs")
+    assert node1.mirror_dir == node0.mirror_dir  # every node restores from node 0's mirror
+    with pytest.raises(UsageError, match="BOOTSTRAP_NODE_RANK is not set"):
+        _plan(tmp_path, group)

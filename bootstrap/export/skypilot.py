@@ -25,13 +25,13 @@ import yaml
 from bootstrap.errors import Problem, RecipeError, UsageError
 from bootstrap.export.portable import LineOf, portability_problems
 from bootstrap.host import Host
+from bootstrap.nodes import DEFAULT_MASTER_PORT, MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK
 from bootstrap.options import Options
 from bootstrap.plan import resolve_plan
 from bootstrap.recipe.load import load_recipe
 from bootstrap.recipe.models import Recipe
 from bootstrap.recipe.placeholders import missing_env_vars
 from bootstrap.recipe.source import KeyPath, dotted, read_yaml
-from bootstrap.runner.launch import DEFAULT_MASTER_PORT, MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK
 
 PERSIST_MOUNT = "/colab-bootstrap"  # where the bucket is mounted on every node: {persist}
 RECIPE_DIR = "~/.colab-bootstrap/recipe"  # where the run command writes the recipe
@@ -146,7 +146,7 @@ def run_script(recipe: Recipe, text: str, options: Options, choices: SkyPilotCho
     ]
     if choices.nodes > 1:
         # Every node runs the tool; node 0, the first of SKYPILOT_NODE_IPS, hosts torchrun's
-        # static rendezvous (bootstrap.runner.launch.rendezvous_options reads these).
+        # static rendezvous (bootstrap.nodes.rendezvous_options reads these).
         lines += [
             f'export {NNODES}="$SKYPILOT_NUM_NODES"',
             f'export {NODE_RANK}="$SKYPILOT_NODE_RANK"',
@@ -293,6 +293,15 @@ def _cluster_problems(
                 f"--nodes {choices.nodes} needs run.launcher: torchrun (with python, each node "
                 "would train alone, all writing the same run): set it in the recipe or add "
                 "--set run.launcher=torchrun",
+            )
+        )
+    if choices.nodes > 1 and recipe.repo.into == "persist":
+        problems.append(
+            problem(
+                ("repo", "into"),
+                f"--nodes {choices.nodes} with repo.into: persist would have every node clone "
+                "into the same folder of the bucket at once: drop repo.into (each node clones "
+                "to its own disk) or add --set repo.into=scratch",
             )
         )
     per_node = _per_node(recipe)

@@ -32,8 +32,12 @@ def make_mirror(
     interval: float = 0.5,
     fault_hook: FaultHook | None = None,
     on_event: Callable[[str], None] | None = None,
-) -> CheckpointMirror:
-    """The mirror of the run's checkpoints folder and of each ``run.keep`` folder."""
+) -> CheckpointMirror | None:
+    """The mirror of the run's checkpoints folder and of each ``run.keep`` folder; None on a
+    node other than node 0 of a group, whose run folder is node 0's to write (its rank-0
+    process writes the checkpoints; two mirrors into one folder would fight over it)."""
+    if plan.node_rank:
+        return None
     main, *kept = plan.trees
     also = [
         MirrorSync(tree.src, tree.dst, tree.include, exclude=tree.exclude, fault_hook=fault_hook)

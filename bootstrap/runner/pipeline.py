@@ -189,8 +189,9 @@ def _past_time_limit(plan: Plan, deadline: float) -> Outcome:
 
 def start_fresh(plan: Plan) -> None:
     """--fresh: set earlier checkpoints and kept files aside (one copy of each is kept) and
-    forget the run state."""
-    archive = plan.run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    forget the run state. A node other than node 0 sets aside its own scratch and state: the
+    run folder's checkpoints are node 0's to move."""
+    archive = plan.node_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
     for tree in plan.trees:
         manifest = load_manifest(tree.dst)
         # Scratch first, while the mirror is in place to compare with: a file the mirror holds
@@ -201,6 +202,8 @@ def start_fresh(plan: Plan) -> None:
                 path.unlink()
             else:
                 _move(path, archive / "scratch" / tree.label / relative)
+        if plan.node_rank:
+            continue  # the mirror on persist is node 0's
         for path in kept_files(tree, on_persist=True):
             _move(path, archive / "mirrored" / tree.label / path.relative_to(tree.dst))
     if plan.state_file.exists():

@@ -150,13 +150,14 @@ class Supervisor:
         if run.stop_after is not None:
             self._session_end = self.clock() + run.stop_after
         self.plan.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.mirror.start()
+        if self.mirror is not None:
+            self.mirror.start()
         try:
             with self._signals():
                 return self._attempt_loop()
         finally:
             if not self._mirrored:  # an unexpected error: still save what can be saved
-                self.mirror.stop(timeout=self._final_mirror_timeout(), progress=self.progress)
+                self._final_mirror_pass()
 
     def _attempt_loop(self) -> Outcome:
         """Launch attempts until a stop comes between two or ``decide`` ends the run."""
@@ -308,6 +309,10 @@ class Supervisor:
                 return proc.wait() or -signal.SIGKILL
         return code
 
+    def _final_mirror_pass(self) -> None:
+        if self.mirror is not None:
+            self.mirror.stop(timeout=self._final_mirror_timeout(), progress=self.progress)
+
     def _final_mirror_timeout(self) -> float:
         # After a second Stop, Colab kills us within a second: do what fits.
         return FORCED_MIRROR_SECONDS if self._force.is_set() else FINAL_MIRROR_SECONDS
@@ -329,7 +334,7 @@ class Supervisor:
         # The final mirror pass, before the state says we are done. Bounded: a hung Drive
         # must not hang the cell forever (the files stay on scratch and in the next run).
         # (the mirror itself warns about anything it could not copy)
-        self.mirror.stop(timeout=self._final_mirror_timeout(), progress=self.progress)
+        self._final_mirror_pass()
         self._mirrored = True
         self.state.status = ending.status
         self.state.save(self.plan.state_file)
