@@ -13,7 +13,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from bootstrap.init.flags import Cli, Flag, norm
+from bootstrap.init.commandline import Cli, Flag, norm
 from bootstrap.init.paths import Ref, Resolver, Shape, glob_of
 from bootstrap.init.source import Finding, PyFile, Where, call_name, calls, dotted_name, keyword
 

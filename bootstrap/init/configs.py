@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 
-from bootstrap.init.flags import Cli, Flag
+from bootstrap.init.commandline import Cli, Flag
 from bootstrap.init.source import (
     MISSING,
     PyFile,

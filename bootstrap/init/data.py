@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bootstrap.init.flags import Cli, Flag, norm
+from bootstrap.init.commandline import Cli, Flag, norm
 from bootstrap.init.source import Finding, PyFile, RepoScan, call_name, calls, keyword
 
 DATA_FLAGS = (

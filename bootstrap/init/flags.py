@@ -8,10 +8,17 @@ own modules that it imports (flags often live in an ``options.py``), and keeps t
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from bootstrap.init.argclick import read_argparse, read_click
+from bootstrap.init.commandline import Cli, words_of
+from bootstrap.init.configs import (
+    read_configurator,
+    read_dataclass_cli,
+    read_fire,
+    read_lightning_cli,
+)
 from bootstrap.init.source import (
     MISSING,
     Confidence,
@@ -21,76 +28,6 @@ from bootstrap.init.source import (
     Where,
     local_imports,
 )
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One option of the training's command line."""
-
-    dest: str  # the Python name, e.g. out_dir
-    option: str  # how it is written, e.g. --out-dir; "" for a positional argument
-    switch: bool = False  # takes no value (store_true, is_flag, a bool field)
-    default: object = MISSING
-    choices: tuple[object, ...] = ()
-    kind: str = ""  # "str", "int", "float", "bool" when the declaration says
-    help: str = ""
-    where: Where | None = None
-    aliases: tuple[str, ...] = ()  # other spellings, e.g. -r
-    required: bool = False
-
-    @property
-    def positional(self) -> bool:
-        return not self.option
-
-    def spelled(self) -> str:
-        names = [self.option or self.dest, *self.aliases]
-        return "/".join(names)
-
-
-@dataclass(frozen=True)
-class Cli:
-    """How an entry point reads its command line."""
-
-    framework: str  # shown to the user: "argparse", "click", "fire", ...
-    where: Where
-    flags: tuple[Flag, ...]
-    equals: bool = False  # values must be written --key=value (the configurator)
-    subcommand: str | None = None  # e.g. "fit" for a Lightning CLI
-    notes: tuple[str, ...] = ()
-
-    def find(self, *dests: str) -> Flag | None:
-        """The first flag whose name (dest or spelled option) is one of ``dests``."""
-        wanted = [_norm(d) for d in dests]
-        for name in wanted:
-            for flag in self.flags:
-                if name in (_norm(flag.dest), _norm(flag.option)):
-                    return flag
-        return None
-
-    def matching(self, test: Callable[[Flag], bool]) -> list[Flag]:
-        return [flag for flag in self.flags if test(flag)]
-
-    def args(self, flag: Flag, value: str | None = None) -> list[str]:
-        """The argv words that give ``flag`` the ``value`` (a switch takes none)."""
-        if flag.switch or value is None:
-            return [flag.option]
-        if flag.positional:
-            return [value]
-        return [f"{flag.option}={value}"] if self.equals else [flag.option, value]
-
-    def head(self) -> list[str]:
-        """The words before any flag (a subcommand)."""
-        return [self.subcommand] if self.subcommand else []
-
-
-def _norm(name: str) -> str:
-    return name.lstrip("-").replace("-", "_").lower()
-
-
-def norm(name: str) -> str:
-    """A flag name as compared: no dashes in front, '-' as '_', lower case."""
-    return _norm(name)
-
 
 Reader = Callable[[PyFile, RepoScan], "Cli | None"]
 
@@ -105,14 +42,6 @@ class CliChoice:
 def read_cli(scan: RepoScan, entry: PyFile, readers: Sequence[Reader] | None = None) -> CliChoice:
     """The command line of ``entry``: from the entry file first, then from its local imports."""
     if readers is None:
-        from bootstrap.init.argclick import read_argparse, read_click
-        from bootstrap.init.configs import (
-            read_configurator,
-            read_dataclass_cli,
-            read_fire,
-            read_lightning_cli,
-        )
-
         readers = (
             read_configurator, read_lightning_cli, read_dataclass_cli, read_fire, read_click,
             read_argparse,
@@ -170,12 +99,3 @@ def related_files(scan: RepoScan, entry: PyFile, depth: int = 2) -> list[PyFile]
                     nxt.append(dep)
         frontier = nxt
     return seen
-
-
-def words_of(text: str) -> set[str]:
-    """Lower-case words of a help text or comment, for hints such as "'scratch' or 'resume'"."""
-    return set(re.findall(r"[a-z_]+", text.lower()))
-
-
-def first(items: Iterable[Flag]) -> Flag | None:
-    return next(iter(items), None)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bootstrap.init.flags import Cli, Flag, norm
+from bootstrap.init.commandline import Cli, Flag, norm
 from bootstrap.init.source import Finding, PyFile, Where
 
 _CUDA = re.compile(

@@ -17,7 +17,7 @@ import ast
 from dataclasses import dataclass
 from typing import Literal
 
-from bootstrap.init.flags import Cli, Flag, norm, words_of
+from bootstrap.init.commandline import Cli, Flag, norm, words_of
 from bootstrap.init.paths import Ref, Resolver
 from bootstrap.init.source import Confidence, Finding, PyFile, Where, call_name, calls, keyword
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bootstrap.init.flags import Cli, Flag, norm
+from bootstrap.init.commandline import Cli, Flag, norm
 from bootstrap.init.source import Finding
 
 EPOCHS = ("epochs", "num_epochs", "n_epochs", "max_epochs", "num_train_epochs", "nepochs",
