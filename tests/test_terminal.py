@@ -291,7 +291,7 @@ def test_the_last_output_is_read_before_the_terminal_closes(tmp_path: Path) -> N
 
 def test_the_forwarder_takes_nothing_after_it_stops() -> None:
     # Our stdin is a terminal; a line typed after the attempt ended belongs to what runs next.
-    from bootstrap.runner.terminal import InputForwarder, Terminal
+    from bootstrap.terminal import InputForwarder, Terminal
 
     typed, ours = _colab_pty()
     training = Terminal(echo=False)

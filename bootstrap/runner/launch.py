@@ -3,7 +3,7 @@
 The child runs in its own process group (so the supervisor can signal it and every worker it
 starts at once) and dies with the supervisor (PR_SET_PDEATHSIG on Linux), so a killed cell never
 leaves an orphan training holding the GPU. By default its stdin, stdout and stderr are one
-pseudo-terminal, as a Colab `!` cell gives any command (bootstrap.runner.terminal); with
+pseudo-terminal, as a Colab `!` cell gives any command (bootstrap.terminal); with
 `run.stdin: none` its stdin is closed and its output a pipe. Its output goes untouched to the
 console and, with carriage-return progress collapsed to its last state and terminal control
 sequences left out, to a log file. The log is written from its own thread through a bounded
@@ -34,7 +34,7 @@ from bootstrap.plan import Plan
 from bootstrap.procs import descendants, die_with_parent
 
 if TYPE_CHECKING:
-    from bootstrap.runner.terminal import InputForwarder, Terminal
+    from bootstrap.terminal import InputForwarder, Terminal
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ class TrainingProcess:
     def _spawn_on_terminal(
         self, cwd: Path, env: Mapping[str, str]
     ) -> tuple[subprocess.Popen[bytes], Terminal]:
-        from bootstrap.runner.terminal import InputForwarder, Terminal
+        from bootstrap.terminal import InputForwarder, Terminal
 
         # Someone can type only when our own stdin is a terminal (a Colab cell, a shell).
         typing = os.isatty(0)

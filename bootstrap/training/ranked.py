@@ -47,7 +47,7 @@ class RankOutput:
     was. ``close`` (registered with atexit) puts the real output back and drains the rest."""
 
     def __init__(self, rank: int):
-        from bootstrap.runner.terminal import Terminal, window_size
+        from bootstrap.terminal import Terminal, window_size
 
         self._mark = MARK % rank
         self._out = os.dup(1)
