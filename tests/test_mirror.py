@@ -24,7 +24,13 @@ import pytest
 
 from bootstrap.errors import StepError
 from bootstrap.mirror import snapshot, sync
-from bootstrap.mirror.files import CHUNK_SIZE, MANIFEST_NAME, FaultHook, is_complete
+from bootstrap.mirror.files import (
+    CHUNK_SIZE,
+    MANIFEST_NAME,
+    FaultHook,
+    SourceChanged,
+    is_complete,
+)
 from bootstrap.mirror.restore import mirror_status, restore_checkpoints
 from bootstrap.mirror.selection import (
     FolderRule,
@@ -430,6 +436,29 @@ def test_a_checkpoint_found_mid_save_goes_up_in_the_same_pass_once_its_save_ends
         assert mirror.sync_once().incomplete == [Path("torn.pt")]
     assert waits.call_count == 1
     assert not (dst / "torn.pt").exists()
+
+
+def test_a_file_never_still_for_a_snapshot_is_said_once_and_persist_keeps_its_copy(
+    src: Path, dst: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    v1 = archive(os.urandom(1 << 11), entries=100)
+    path = put(src / "last.pt", v1, T0)
+    mirror = make(src, dst, clock)
+    assert mirror.sync_once().copied == [Path("last.pt")]
+    put(path, archive(os.urandom(1 << 11), entries=100), T0 + 10**9)
+
+    def changing_under_every_snapshot(*args: object, **kwargs: object) -> None:
+        raise SourceChanged(f"{path} changed while its snapshot was taken")
+
+    with mock.patch.object(sync, "upload_via_snapshot", changing_under_every_snapshot):
+        for _ in range(3):
+            settle(mirror, clock)
+            assert mirror.sync_once().copied == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{path} (10.3 MB) is rewritten faster than it can be read")
+    assert "3 snapshots on scratch" in warnings[0]
+    assert (dst / "last.pt").read_bytes() == v1  # the newest good copy stays
 
 
 def test_a_file_saved_again_during_each_upload_is_said_once(

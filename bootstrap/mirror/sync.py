@@ -41,10 +41,10 @@ from bootstrap.mirror.files import (
 )
 from bootstrap.mirror.folders import copy_folder, remove_folder
 from bootstrap.mirror.restore import holds_version, load_manifest, write_manifest
+from bootstrap.mirror.rhythm import SaveRhythm
 from bootstrap.mirror.selection import FolderRule, find_files
 from bootstrap.mirror.snapshot import SnapshotUnavailable, upload_via_snapshot
 from bootstrap.progress import ProgressBar, ProgressFactory
-from bootstrap.values import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,7 @@ class MirrorSync:
         self._known: set[Path] = set()  # every file seen in src during this session
         self._known_units: set[Path] = set()  # every folder checkpoint seen likewise
         self._direct: set[Path] = set()  # no snapshot could be written: copied directly
-        self._too_fast_said: set[Path] = set()
-        self._outpaced: dict[Path, int] = {}  # uploads in a row that a newer save overtook
+        self._rhythm = SaveRhythm()  # says when the training saves faster than uploads go
         self._snapshots: Path | None = None
         self._manifest: dict[str, dict[str, int]] = {}  # relative posix path -> {size, mtime_ns}
         self._manifest_loaded = False
@@ -389,57 +388,10 @@ class MirrorSync:
                 log.debug("cannot snapshot %s: %s", source, error)
                 spent.append(time.monotonic() - started)
                 continue
-            self._note_overtaken(rel, key, time.monotonic() - started)
+            self._rhythm.uploaded(source, key, time.monotonic() - started)
             return key
-        self._too_fast(rel, spent)
+        self._rhythm.never_whole(source, spent)
         return None
-
-    def _note_overtaken(self, rel: Path, uploaded: _Stamp, seconds: float) -> None:
-        """Say once when the training saves ``rel`` again before its upload ends, two uploads
-        in a row: persist then gets only some of its versions, each up to about two uploads
-        late. One overtaken upload is a save that happened to fall during it."""
-        try:
-            now = stamp((self.src / rel).stat())
-        except OSError:
-            return
-        overtaken = now != uploaded and now[1] > uploaded[1]
-        self._outpaced[rel] = self._outpaced.get(rel, 0) + 1 if overtaken else 0
-        if self._outpaced[rel] < 2 or rel in self._too_fast_said:
-            return
-        self._too_fast_said.add(rel)
-        log.warning(
-            "%s (%s) is saved again before its upload to persist ends: each upload takes "
-            "%.1f s, and twice in a row the training saved a newer version while one ran. "
-            "Persist keeps the newest whole version it has, so it holds only some of the saves, "
-            "each up to about two uploads (%.0f s) behind. Saving it less often, or to a new "
-            "file name each time, lets every checkpoint reach persist.",
-            self.src / rel,
-            format_bytes(uploaded[0]),
-            seconds,
-            2 * seconds,
-        )
-
-    def _too_fast(self, rel: Path, spent: list[float]) -> None:
-        if rel in self._too_fast_said:
-            return
-        self._too_fast_said.add(rel)
-        size = self._size(rel)
-        log.warning(
-            "%s%s is rewritten faster than it can be read whole: %d snapshots on scratch, each "
-            "given up after %.2f s on average, found it changing; persist keeps its newest good "
-            "copy and the mirror keeps trying. Saving it less often, or to a new file name each "
-            "time, lets every checkpoint reach persist.",
-            self.src / rel,
-            f" ({size / 1e6:.0f} MB)" if size else "",
-            len(spent),
-            sum(spent) / max(1, len(spent)),
-        )
-
-    def _size(self, rel: Path) -> int | None:
-        try:
-            return (self.src / rel).stat().st_size
-        except OSError:
-            return None
 
     def _snapshot_dir(self) -> Path:
         if self._snapshots is None:
