@@ -94,6 +94,42 @@ def test_two_ranks_train_and_rank_0_saves(sandbox: Sandbox, tmp_path: Path) -> N
     assert set(saved) == {"weight", "bias"}
 
 
+CRASH_ON_RANK_1 = """\
+import torch, torch.distributed as dist
+
+dist.init_process_group("gloo")
+for step in range(3):
+    dist.all_reduce(torch.ones(1))
+    if step == 1 and dist.get_rank() == 1:
+        raise RuntimeError("rank 1 broke at step 1")
+"""
+
+
+def test_when_rank_1_crashes_the_console_shows_its_traceback(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Rank 0, the rank the console shows, fails only because its peer is gone, and torchrun's
+    report names rank 1 without its error: the console then shows rank 1's traceback."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "crash.py").write_text(CRASH_ON_RANK_1)
+    recipe = write_recipe(
+        tmp_path / "crash.yaml",
+        f"name: crash\nrepo: {{url: '{repo}'}}\ninstall: {{requirements: []}}\n"
+        "run: {script: crash.py, launcher: torchrun, nproc: 2, restarts: 0}\n",
+    )
+    result = sandbox.cli(recipe, timeout=180)
+    assert result.returncode != 0
+    (log,) = (sandbox.persist / "runs/crash/logs").glob("attempt-001-*.log")
+    shown = result.stdout.split(f"rank 1's last traceback (every rank's output is in {log}):\n")
+    assert len(shown) == 2, result.stdout
+    traceback = shown[1].splitlines()
+    assert traceback[0].endswith("Traceback (most recent call last):")
+    assert f'File "{sandbox.scratch}/repos/crash/crash.py", line 7, in <module>' in traceback[1]
+    assert traceback[3].endswith("RuntimeError: rank 1 broke at step 1")
+    assert "[rank 1]" not in result.stdout  # the log's marks stay in the log
+
+
 def test_a_stop_reaches_every_rank_once_and_they_stop_together(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:

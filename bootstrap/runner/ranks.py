@@ -5,6 +5,11 @@ log keeps them all, marked. The console gets rank 0's text with its mark taken o
 own unmarked lines (its errors), and nothing of the other ranks, which mostly repeat rank 0's
 lines and would double every progress bar. Once the tool asked torchrun to stop, torchrun's own
 lines (its shutdown, the traceback of the signal) go to the log only.
+
+When another rank crashes, rank 0 usually fails only because its peer is gone ("Connection
+closed by peer"), and torchrun's report names the rank but not its error. So the end of every
+other rank's output is kept too, and ``crashes`` gives the traceback each one printed last,
+for the supervisor to show when the group fails.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from collections.abc import Callable
 from bootstrap.training.ranked import MARK_PATTERN
 
 _LONGEST_MARK = len(b"[rank 99999] ")
+_KEPT_BYTES = 16_384  # of each other rank's latest output
+_CRASH_LINES = 40  # at most, of a rank's last traceback: its start and its end
+# torch prefixes a rank's uncaught exception with "[rankN]: " once the process group is up.
+_TRACEBACK = re.compile(rb"^(?:\[rank\d+\]: )?Traceback \(most recent call last\):", re.MULTILINE)
 
 
 class RankZeroConsole:
@@ -25,7 +34,9 @@ class RankZeroConsole:
         self._held = b""  # the start of a segment that may be a mark cut by the chunking
         self._at_segment_start = True
         self._shown = True  # whether the current segment is shown
+        self._rank: int | None = None  # whose the current segment is (None: torchrun's)
         self._launcher_shown = True
+        self._latest: dict[int, bytes] = {}  # each other rank's latest output
 
     def hide_launcher(self) -> None:
         """From now on torchrun's own lines go to the log only: once the tool has asked it to
@@ -44,16 +55,33 @@ class RankZeroConsole:
                 if mark is None and len(rest) < _LONGEST_MARK and _cut_mark(rest):
                     self._held = data[position:]  # wait for the rest of what may be a mark
                     break
-                self._shown = mark.group(1) == b"0" if mark else self._launcher_shown
+                self._rank = int(mark.group(1)) if mark else None
+                self._shown = self._rank == 0 if mark else self._launcher_shown
                 if mark is not None:
                     position = mark.end()
             end = _segment_end(data, position)
             if self._shown:
                 shown.append(data[position:end])
+            elif self._rank is not None:
+                latest = self._latest.get(self._rank, b"") + data[position:end]
+                self._latest[self._rank] = latest[-_KEPT_BYTES:]
             self._at_segment_start = data[end - 1 : end] in (b"\n", b"\r")
             position = end
         if shown:
             self._output(b"".join(shown))
+
+    def crashes(self) -> list[tuple[int, bytes]]:
+        """(rank, the traceback it printed last, to the end of its output) for each rank
+        other than 0 whose output holds one, in rank order."""
+        found = []
+        for rank, latest in sorted(self._latest.items()):
+            starts = list(_TRACEBACK.finditer(latest))
+            if starts:
+                lines = latest[starts[-1].start() :].splitlines(keepends=True)
+                if len(lines) > _CRASH_LINES:  # the error itself is the last line: keep it
+                    lines = [lines[0], b"  ...\n", *lines[2 - _CRASH_LINES :]]
+                found.append((rank, b"".join(lines)))
+        return found
 
 
 def _cut_mark(text: bytes) -> bool:

@@ -268,6 +268,8 @@ class Supervisor:
             code = self._watch(proc)
         finally:
             proc.finish()
+        if code != 0 and self._stop_reason is None:
+            self._show_rank_crashes(log_path)
         record.ended = time.time()
         record.exit_code = code
         self.state.save(self.plan.state_file)
@@ -279,6 +281,18 @@ class Supervisor:
         if self.plan.recipe.run.launcher == "torchrun":
             return RankZeroConsole(self.output)
         return self.output
+
+    def _show_rank_crashes(self, log_path: Path) -> None:
+        """Under torchrun the console shows rank 0 alone, which mostly fails because a peer
+        died; show the traceback of each other rank that printed one."""
+        if not isinstance(self._sink, RankZeroConsole):
+            return
+        for rank, traceback in self._sink.crashes():
+            self.output(
+                f"\nrank {rank}'s last traceback (every rank's output is in {log_path}):\n".encode()
+                + traceback
+                + (b"" if traceback.endswith(b"\n") else b"\n")
+            )
 
     def _watch(self, proc: TrainingProcess) -> int:
         while (code := proc.wait(_POLL)) is None:
