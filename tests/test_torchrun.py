@@ -160,6 +160,71 @@ def test_a_stop_reaches_every_rank_once_and_they_stop_together(
     assert (sandbox.persist / "runs/ddp/checkpoints/final.pt").is_file()
 
 
+def test_the_time_limit_asks_every_rank_once_and_ends_the_session_cleanly(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """run.stop_after (the time limit's session form) under torchrun: as a Stop, torchrun
+    alone is signalled and forwards it once to each rank; they stop at the same step, rank 0
+    saves, the tool exits 0 with nothing on the console that reads like a crash."""
+    recipe = _recipe(tmp_path, steps=100_000, delay=0.05, extra=", stop_after: 4s")
+    result = sandbox.cli(recipe, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout
+    (log,) = (sandbox.persist / "runs/ddp/logs").glob("attempt-001-*.log")
+    ended = [line for line in log.read_text().splitlines() if " ended after step " in line]
+    assert (
+        len(ended) == 2 and len({line.split(",")[0].split(" step ")[1] for line in ended}) == 1
+    ), ended
+    assert all(line.endswith("asked to stop 1 time(s) by torchrun") for line in ended), ended
+    assert (sandbox.persist / "runs/ddp/checkpoints/final.pt").is_file()
+
+
+RESTARTED = """\
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+resume = sys.argv[2:]
+print(f"rank {rank} started with {resume}", flush=True)
+if not resume:
+    if rank == 0:
+        torch.save({"step": 1}, Path(sys.argv[1]) / "step-1.pt")
+    dist.barrier()  # saved before rank 1 breaks
+    if rank == 1:
+        raise RuntimeError("rank 1 broke after the save")
+    dist.barrier()  # rank 0 waits here for its peer, which is gone
+dist.destroy_process_group()
+"""
+
+
+def test_a_crashed_group_restarts_whole_with_the_same_checkpoint_on_every_rank(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(RESTARTED)
+    recipe = write_recipe(
+        tmp_path / "restart.yaml",
+        f"name: restart\nrepo: {{url: '{repo}'}}\ninstall: {{requirements: []}}\n"
+        "run: {script: train.py, launcher: torchrun, nproc: 2, args: ['{ckpt}'],"
+        " checkpoints: '{ckpt}', match: 'step-*.pt', resume: ['--resume', '{checkpoint}'],"
+        " restarts: 1}\n",
+    )
+    result = sandbox.cli(recipe, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    logs = sorted((sandbox.persist / "runs/restart/logs").glob("attempt-*.log"))
+    assert len(logs) == 2, result.stdout
+    checkpoint = sandbox.scratch / "checkpoints/restart/step-1.pt"
+    second = logs[1].read_text()
+    for rank in (0, 1):
+        assert f"[rank {rank}] rank {rank} started with []" in logs[0].read_text()
+        assert f"[rank {rank}] rank {rank} started with ['--resume', '{checkpoint}']" in second
+
+
 def _ranks_running(script: Path) -> list[int]:
     """The ranks running ``script`` (torchrun's own command line names it too)."""
     return [
