@@ -431,7 +431,7 @@ def test_a_checkpoint_found_mid_save_goes_up_in_the_same_pass_once_its_save_ends
     finish.join()
     assert (dst / "last.pt").read_bytes() == whole
     put(src / "torn.pt", whole[:-1000], T0)  # a crash mid-save: it stays so
-    with mock.patch.object(sync, "_completes_soon", wraps=sync._completes_soon) as waits:
+    with mock.patch.object(sync, "_wait_until_complete", wraps=sync._wait_until_complete) as waits:
         assert mirror.sync_once().incomplete == [Path("torn.pt")]
         assert mirror.sync_once().incomplete == [Path("torn.pt")]
     assert waits.call_count == 1

@@ -67,19 +67,13 @@ class SyncReport:
     incomplete: list[Path] = field(default_factory=list)  # pending: they look torn
 
 
-def _wait_until_complete(path: Path, timeout: float, poll: float = 0.01) -> None:
-    """Wait (at most ``timeout`` s) until ``path`` reads whole: a writer is mid-save."""
+def _wait_until_complete(path: Path, timeout: float, poll: float = 0.01) -> bool:
+    """Wait (at most ``timeout`` s) until ``path`` reads whole: a writer is mid-save. Returns
+    whether it does."""
     end = time.monotonic() + timeout
-    while not is_complete(path) and time.monotonic() < end:
+    while not (whole := is_complete(path)) and time.monotonic() < end:
         time.sleep(poll)
-
-
-def _completes_soon(path: Path) -> bool:
-    """Whether a checkpoint found mid-save reads whole within ``_SNAPSHOT_WAIT``: a save under
-    way ends in a moment, and the next scan would come a whole interval later (a training that
-    saves faster than an upload is mid-save at about every other scan)."""
-    _wait_until_complete(path, timeout=_SNAPSHOT_WAIT)
-    return is_complete(path)
+    return whole
 
 
 class MirrorSync:
@@ -277,9 +271,11 @@ class MirrorSync:
                 report.pending.append(rel)
                 continue
             # Changed since the last scan and not whole: a save under way, which ends in a
-            # moment. A file that stays torn is not waited for again.
+            # moment, where the next scan would come a whole interval later (a training that
+            # saves faster than an upload is mid-save at about every other scan). A file that
+            # stays torn is not waited for again.
             saving = checkable and changing and not final
-            if is_complete(path) or (saving and _completes_soon(path)):
+            if is_complete(path) or (saving and _wait_until_complete(path, _SNAPSHOT_WAIT)):
                 todo.append((rel, key))
             else:
                 report.pending.append(rel)
